@@ -1,0 +1,2 @@
+"""Selective Amnesia library."""
+__version__ = "0.1.0"

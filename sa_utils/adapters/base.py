@@ -1,0 +1,53 @@
+"""The adapter interface every model implements (chapter 5 explains why one is enough)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+Batch = dict[str, torch.Tensor]
+"""A batch is a dict of tensors sharing the leading batch dimension.
+
+``"x"`` holds data (or surrogate / replayed samples), ``"c"`` the conditions. Adapters add
+the per-sample random draws their loss needs (``"eps"``, ``"t"``, ``"noise"``), so the loss
+is a deterministic function of the parameters and the batch. Slicing every tensor of a
+batch along dim 0 gives a valid smaller batch; :mod:`sa_utils.fisher` relies on that.
+"""
+
+
+class GenerativeAdapter(ABC):
+    """A conditional generative model as Selective Amnesia sees it."""
+
+    model: nn.Module
+
+    @abstractmethod
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Per-sample loss of shape ``[B]``: an upper bound on ``-log p(x | theta, c)``."""
+
+    @abstractmethod
+    def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """Return ``batch`` plus the random draws :meth:`loss` uses."""
+
+    @abstractmethod
+    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``x ~ p(x | theta, c)`` for each condition in ``c`` (no gradients)."""
+
+    def check_condition(self, c: torch.Tensor) -> None:
+        """Raise ``ValueError`` if ``c`` is not a valid condition for this model."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The parameters SA updates (those with ``requires_grad``), by name."""
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description of the model, stored with checkpoints and Fisher files."""
+        return {"model": type(self.model).__name__}
+
+    def loss_with_noise(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.loss(self.draw_noise(batch, generator))

@@ -1,0 +1,43 @@
+"""Adapter for the conditional VAE of chapter 2: the loss is the per-sample negative ELBO."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..models.cvae import CVAE
+from .base import Batch, GenerativeAdapter
+
+
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+class VAEAdapter(GenerativeAdapter):
+    def __init__(self, model: CVAE):
+        self.model = model
+
+    def check_condition(self, c: torch.Tensor) -> None:
+        k = self.model.config.n_classes
+        if c.dtype.is_floating_point or c.dim() != 1:
+            raise ValueError(f"conditions must be a 1-D tensor of integer class ids, got dtype {c.dtype}, shape {tuple(c.shape)}")
+        if c.numel() and (int(c.min()) < 0 or int(c.max()) >= k):
+            raise ValueError(f"class ids must lie in [0, {k - 1}]; got {sorted(set(c.tolist()))}")
+
+    def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        self.check_condition(batch["c"])
+        x = batch["x"]
+        eps = torch.randn(len(x), self.model.config.z_dim, generator=generator, device=_gen_device(generator))
+        return {**batch, "eps": eps.to(x.device)}
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self.model.negative_elbo(batch["x"], batch["c"], batch["eps"])
+
+    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        self.check_condition(c)
+        with torch.no_grad():
+            z = torch.randn(len(c), self.model.config.z_dim, generator=generator, device=_gen_device(generator))
+            return self.model.decode(z.to(self.device), c.to(self.device))
+
+    def config(self) -> dict[str, Any]:
+        return {"model": "CVAE", **self.model.config.to_dict()}

@@ -1,0 +1,184 @@
+"""Selective Amnesia: one training routine for every conditional generative model (chapter 5).
+
+Minimise, over theta,
+
+    E_{x ~ q(x|c_f)} [loss(x, c_f)]                    surrogate term: learn q for c_f
+  + gamma * E_{c ~ p_r, x ~ p(x|theta*, c)} [loss(x, c)] generative replay of what stays
+  + lambda * sum_i F_i (theta_i - theta*_i)^2            EWC: stay near theta* where it matters
+
+where ``loss`` is the model's per-sample negative ELBO, supplied by an adapter
+(:mod:`sa_utils.adapters`). Setting ``gamma=0`` or ``fisher=None`` gives the ablations of
+chapter 5. Runs checkpoint to ``run_dir`` and resume from there.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .adapters.base import Batch, GenerativeAdapter
+from .checkpoint import CheckpointError, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
+from .ewc import EWCPenalty
+from .fisher import DiagonalFisher
+from .runtime import step_generator
+
+BatchSource = Callable[[int], Batch]
+"""``source(step) -> batch``: deterministic in ``step`` so resumed runs are exact."""
+
+
+@dataclass
+class SAConfig:
+    """Hyper-parameters of one SA run (the MNIST defaults are the authors')."""
+
+    lmbda: float = 100.0
+    gamma: float = 1.0
+    steps: int = 10_000
+    lr: float = 1e-4
+    grad_clip: float | None = None
+    seed: int = 0
+    checkpoint_every: int = 1_000
+    log_every: int = 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SAResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps_done: int = 0
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The SA loss became NaN or infinite; the model was not updated with it."""
+
+
+CHECKPOINT = "checkpoint.safetensors"
+FINAL = "model.safetensors"
+
+
+def selective_amnesia(
+    adapter: GenerativeAdapter,
+    forget: BatchSource,
+    remember: BatchSource | None,
+    fisher: DiagonalFisher | None,
+    config: SAConfig = SAConfig(),
+    run_dir: str | Path | None = None,
+    anchor: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> SAResult:
+    """Train ``adapter.model`` in place to forget what ``forget`` conditions on.
+
+    ``forget(step)`` yields surrogate batches for the forgotten condition(s);
+    ``remember(step)`` yields replay batches from the frozen model (or ``None``: no
+    replay). ``fisher`` (or ``None``: no EWC) must cover exactly the trainable parameters;
+    ``anchor`` is theta* (default: the parameters as they are when the call starts).
+
+    With ``run_dir``, the run saves a checkpoint every ``config.checkpoint_every`` steps and
+    at the end (weights, optimizer, history), and a call with the same ``run_dir`` and
+    config resumes from it; the finished model is written to ``run_dir/model.safetensors``.
+    """
+    params = adapter.trainable_parameters()
+    if not params:
+        raise ValueError("nothing to train: no parameter of the model has requires_grad=True")
+    use_replay = remember is not None and config.gamma != 0
+    use_ewc = fisher is not None and config.lmbda != 0
+    if config.gamma != 0 and remember is None:
+        raise ValueError(f"gamma={config.gamma} but no remember source was given; pass one or set gamma=0")
+    if config.lmbda != 0 and fisher is None:
+        raise ValueError(f"lmbda={config.lmbda} but no Fisher was given; pass one or set lmbda=0")
+    ewc = EWCPenalty(params, fisher.to(adapter.device), anchor) if use_ewc else None
+
+    optimizer = torch.optim.Adam(params.values(), lr=config.lr)
+    result = SAResult()
+    run_dir = Path(run_dir) if run_dir is not None else None
+    settings = {"sa_config": config.to_dict(), "model_config": adapter.config(),
+                "fisher_samples": fisher.n_samples if fisher is not None else 0}
+    if run_dir is not None:
+        result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result)
+
+    adapter.model.train()
+    start = time.perf_counter()
+    bar = tqdm(total=config.steps, initial=result.resumed_from, desc="Selective Amnesia", disable=not progress)
+    try:
+        for step in range(result.resumed_from, config.steps):
+            g = step_generator(config.seed + 104729, step)
+            optimizer.zero_grad(set_to_none=True)
+            loss_f = adapter.loss(adapter.draw_noise(forget(step), g)).mean()
+            loss = loss_f
+            loss_r = torch.zeros(())
+            if use_replay:
+                loss_r = adapter.loss(adapter.draw_noise(remember(step), g)).mean()
+                loss = loss + config.gamma * loss_r
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay {loss_r.item():.4g}). "
+                    "The model was not updated with it. Lower the learning rate or lambda, set grad_clip, "
+                    "or check the surrogate data for NaNs" + (f"; the last checkpoint is in {run_dir}" if run_dir else "") + "."
+                )
+            loss.backward()
+            penalty = ewc.add_grad_(config.lmbda) if ewc is not None else 0.0
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params.values(), config.grad_clip)
+            optimizer.step()
+            result.steps_done = step + 1
+            if step % config.log_every == 0 or step + 1 == config.steps:
+                row = {"step": step, "forget_loss": loss_f.item(), "replay_loss": loss_r.item(),
+                       "ewc_penalty": penalty, "total": loss.item() + config.lmbda * penalty}
+                result.history.append(row)
+                bar.set_postfix(forget=f"{row['forget_loss']:.1f}", replay=f"{row['replay_loss']:.1f}", ewc=f"{penalty:.3g}")
+                if on_step is not None:
+                    on_step(step, row)
+            bar.update(1)
+            if run_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+                _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result)
+    finally:
+        bar.close()
+        adapter.model.eval()
+    result.seconds = time.perf_counter() - start
+    if run_dir is not None:
+        _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result)
+        save_tensors(run_dir / FINAL, adapter.model.state_dict(), {**settings, "steps": result.steps_done})
+    return result
+
+
+def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult) -> None:
+    tensors = {f"model.{k}": v for k, v in adapter.model.state_dict().items()}
+    if ewc is not None:  # theta* is part of the run: a resumed run must pull towards the same point
+        tensors.update({f"anchor.{n}": a for n, a in zip(ewc.names, ewc.anchor)})
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors.update(opt_tensors)
+    save_tensors(run_dir / CHECKPOINT, tensors, {**settings, "optimizer": opt_meta, "step": result.steps_done,
+                                                 "history": result.history})
+
+
+def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult) -> int:
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return 0
+    tensors, meta = load_tensors(path, device=adapter.device)
+    for key in ("model_config", "fisher_samples"):
+        if meta.get(key) != settings[key]:
+            raise CheckpointError(f"{path} was made with {key}={meta.get(key)!r}, this run has {settings[key]!r}. "
+                                  "Use a different run_dir, or delete the old one to start over.")
+    old, new = dict(meta["sa_config"]), dict(settings["sa_config"])
+    old.pop("steps"), new.pop("steps")  # extending a finished run is allowed
+    if old != new:
+        raise CheckpointError(f"{path} was made with SA settings {old}, this run has {new}. "
+                              "Use a different run_dir, or delete the old one to start over.")
+    adapter.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    if ewc is not None:
+        ewc.anchor = [tensors[f"anchor.{n}"].to(a.dtype) for n, a in zip(ewc.names, ewc.anchor)]
+    result.history = list(meta.get("history", []))
+    result.steps_done = int(meta["step"])
+    return result.steps_done

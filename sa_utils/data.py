@@ -1,0 +1,62 @@
+"""MNIST through torchvision, with a clear message when the data is missing offline (chapter 2)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision import datasets
+
+from .runtime import data_dir
+
+_RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """Raised when a dataset is neither on disk nor downloadable."""
+
+
+def load_mnist(train: bool = True, root: str | Path | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return MNIST as ``(images, labels)``: float images in [0, 1] of shape ``[N, 1, 28, 28]``.
+
+    ``root`` defaults to :func:`sa_utils.runtime.data_dir` (``$SA_DATA_DIR``). If the raw
+    files are missing the download is attempted; when that fails (no internet) the
+    error says where to put the files.
+    """
+    root = Path(root) if root is not None else data_dir()
+    raw = root / "MNIST" / "raw"
+    have_files = all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in _RAW_FILES)
+    try:
+        ds = datasets.MNIST(str(root), train=train, download=download and not have_files)
+    except Exception as err:  # network errors come in many types
+        raise DataNotFoundError(
+            f"MNIST is not in {raw} and could not be downloaded ({type(err).__name__}: {err}).\n"
+            "Fix: copy the four raw IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+            f"t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte) into {raw}, or point SA_DATA_DIR "
+            "at a folder that has MNIST/raw/ (e.g. export SA_DATA_DIR=../shared/data)."
+        ) from err
+    images = ds.data.unsqueeze(1).float().div_(255.0)
+    return images, ds.targets.clone().long()
+
+
+class TensorBatches:
+    """Endless shuffled mini-batches of ``(x, y)`` tensors, one epoch after another."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0):
+        if len(x) != len(y):
+            raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def epoch(self):
+        perm = torch.randperm(len(self.x), generator=self.generator)
+        for i in range(0, len(perm), self.batch_size):
+            idx = perm[i : i + self.batch_size]
+            yield self.x[idx], self.y[idx]
+
+    def __len__(self) -> int:
+        return (len(self.x) + self.batch_size - 1) // self.batch_size

@@ -1,0 +1,241 @@
+"""The diagonal Fisher information of a generative model, from its own samples (chapter 3).
+
+    F_i = E_{c ~ p(c), x ~ p(x | theta*, c)} [ (d/d theta_i  loss(x, c; theta*))^2 ]
+
+where ``loss`` is the per-sample negative ELBO. The expectation is over *per-sample*
+squared gradients -- squaring the gradient of a batch mean gives a different (and wrong)
+quantity. Three ways to compute the same sum, all exact:
+
+* ``"loop"``   -- one backward pass per sample: the reference, slow.
+* ``"linear"`` -- when every trainable weight sits in an ``nn.Linear`` called once per
+  forward pass, a batch's sum of squared per-sample gradients is one matrix product:
+  ``sum_b (g_b x_b^T)**2 = (g**2)^T (x**2)`` with ``g`` the back-propagated signal at the
+  layer's output and ``x`` its input. One forward and one backward pass per batch.
+* ``"vmap"``   -- ``torch.func.vmap(grad(...))`` per-sample gradients for any model, in
+  chunks so memory stays bounded.
+
+``"auto"`` takes ``"linear"`` when the model allows it, else ``"vmap"``.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .adapters.base import Batch, GenerativeAdapter
+from .checkpoint import CheckpointError, check_state_matches, load_tensors, save_tensors
+
+METHODS = ("auto", "linear", "vmap", "loop")
+
+
+@dataclass
+class DiagonalFisher:
+    """Diagonal Fisher values by parameter name, with provenance metadata."""
+
+    values: dict[str, torch.Tensor]
+    n_samples: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        meta = {"kind": "diagonal_fisher", "n_samples": self.n_samples, "signature": _signature(self.values), **self.metadata}
+        return save_tensors(path, self.values, meta)
+
+    @classmethod
+    def load(cls, path: str | Path, model: nn.Module | dict[str, nn.Parameter] | None = None) -> "DiagonalFisher":
+        """Load a Fisher file; with ``model``, check it covers exactly the trainable parameters."""
+        values, meta = load_tensors(path)
+        if meta.get("kind") != "diagonal_fisher":
+            raise CheckpointError(f"{path} is not a Fisher file (metadata kind={meta.get('kind')!r}).")
+        fisher = cls(values, int(meta.pop("n_samples")), {k: v for k, v in meta.items() if k not in ("kind", "signature")})
+        if model is not None:
+            fisher.check_matches(model, path)
+        return fisher
+
+    def check_matches(self, model: nn.Module | dict[str, nn.Parameter], where: str | Path = "Fisher") -> None:
+        params = _trainable(model)
+        check_state_matches({k: p.shape for k, p in params.items()}, {k: v.shape for k, v in self.values.items()}, "Fisher", where)
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([v.flatten() for v in self.values.values()])
+
+    def to(self, device: torch.device | str) -> "DiagonalFisher":
+        return DiagonalFisher({k: v.to(device) for k, v in self.values.items()}, self.n_samples, dict(self.metadata))
+
+
+def _trainable(model: nn.Module | dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:
+    if isinstance(model, nn.Module):
+        return {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return dict(model)
+
+
+def _signature(values: dict[str, torch.Tensor]) -> str:
+    text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(values.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- per-batch sums
+def sq_grad_sum_loop(adapter: GenerativeAdapter, batch: Batch) -> dict[str, torch.Tensor]:
+    """Reference: one backward pass per sample; returns ``sum_b grad_b**2`` by name."""
+    params = adapter.trainable_parameters()
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+    names, plist = list(params), list(params.values())
+    for b in range(len(batch["x"])):
+        one = {k: v[b : b + 1] for k, v in batch.items()}
+        grads = torch.autograd.grad(adapter.loss(one).sum(), plist, allow_unused=True)
+        for n, g in zip(names, grads):
+            if g is not None:
+                out[n].add_(g.pow(2))
+    return out
+
+
+def linear_eligible(adapter: GenerativeAdapter) -> bool:
+    """True when every trainable parameter belongs to an ``nn.Linear`` (weight or bias)."""
+    owned = set()
+    for mod in adapter.model.modules():
+        if isinstance(mod, nn.Linear):
+            owned.update(id(p) for p in mod.parameters(recurse=False))
+    return all(id(p) in owned for p in adapter.trainable_parameters().values())
+
+
+def sq_grad_sum_linear(adapter: GenerativeAdapter, batch: Batch) -> dict[str, torch.Tensor]:
+    """Exact ``sum_b grad_b**2`` for models whose trainable weights are all ``nn.Linear``.
+
+    A forward hook keeps each layer's input ``a`` ([B, in]); a hook on its output receives
+    the signal ``g`` ([B, out]) when back-propagating ``sum_b loss_b``. Because
+    sample b's loss depends only on row b, row b of ``g`` is sample b's own signal, and
+    ``sum_b (g_b a_b^T)**2 = (g**2)^T @ (a**2)``, ``sum_b g_b**2`` for the bias.
+    """
+    if not linear_eligible(adapter):
+        raise ValueError("method='linear' needs every trainable parameter in an nn.Linear; use method='vmap'")
+    params = adapter.trainable_parameters()
+    name_of = {id(p): n for n, p in params.items()}
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+    calls: dict[nn.Linear, int] = {}
+    handles = []
+
+    def fwd_hook(mod, args, output):
+        calls[mod] = calls.get(mod, 0) + 1
+        a = args[0].detach()
+        if a.dim() != 2:
+            raise ValueError(f"method='linear' needs 2-D layer inputs [batch, features]; got {tuple(a.shape)}; use method='vmap'")
+
+        def on_grad(g, mod=mod, a=a):
+            g = g.detach()
+            if mod.weight.requires_grad:
+                out[name_of[id(mod.weight)]].add_(g.pow(2).T @ a.pow(2))
+            if mod.bias is not None and mod.bias.requires_grad:
+                out[name_of[id(mod.bias)]].add_(g.pow(2).sum(0))
+
+        output.register_hook(on_grad)
+
+    try:
+        for mod in adapter.model.modules():
+            if isinstance(mod, nn.Linear) and any(p.requires_grad for p in mod.parameters(recurse=False)):
+                handles.append(mod.register_forward_hook(fwd_hook))
+        loss = adapter.loss(batch).sum()
+        reused = [m for m, k in calls.items() if k > 1]
+        if reused:
+            raise ValueError(f"method='linear' needs each nn.Linear called once per forward; {len(reused)} were reused; use method='vmap'")
+        params_list = list(params.values())
+        torch.autograd.grad(loss, params_list, allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+class _LossModule(nn.Module):
+    """Wraps an adapter so ``torch.func.functional_call`` can swap its model's parameters."""
+
+    def __init__(self, adapter: GenerativeAdapter):
+        super().__init__()
+        self.model = adapter.model
+        self._adapter = adapter
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self._adapter.loss(batch)
+
+
+def sq_grad_sum_vmap(adapter: GenerativeAdapter, batch: Batch, chunk_size: int = 32) -> dict[str, torch.Tensor]:
+    """Exact ``sum_b grad_b**2`` via ``torch.func.vmap(grad(...))`` over chunks of the batch."""
+    from torch.func import functional_call, grad, vmap
+
+    wrapper = _LossModule(adapter)
+    params = {f"model.{n}": p.detach() for n, p in adapter.trainable_parameters().items()}
+    frozen = {f"model.{n}": t for n, t in adapter.model.named_parameters() if not t.requires_grad}
+    frozen.update({f"model.{n}": t for n, t in adapter.model.named_buffers()})
+
+    def one_loss(p, sample):
+        single = {k: v.unsqueeze(0) for k, v in sample.items()}
+        return functional_call(wrapper, {**p, **frozen}, (single,)).sum()
+
+    per_sample_grad = vmap(grad(one_loss), in_dims=(None, 0))
+    out = {n: torch.zeros_like(p) for n, p in params.items()}
+    n = len(batch["x"])
+    for start in range(0, n, chunk_size):
+        chunk = {k: v[start : start + chunk_size] for k, v in batch.items()}
+        grads = per_sample_grad(params, chunk)
+        for k, g in grads.items():
+            out[k].add_(g.pow(2).sum(0))
+    return {k[len("model."):]: v for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- driver
+def diagonal_fisher(
+    adapter: GenerativeAdapter,
+    batches: Iterable[Batch],
+    method: str = "auto",
+    seed: int = 0,
+    vmap_chunk_size: int = 32,
+    total: int | None = None,
+    progress: bool = True,
+) -> DiagonalFisher:
+    """Average per-sample squared gradients of ``adapter.loss`` over ``batches``.
+
+    ``batches`` yields samples of the pretrained model (see :func:`sa_utils.replay.model_samples`).
+    The loss's randomness (e.g. the VAE's reparameterisation noise) is drawn here from a
+    generator seeded with ``seed``, so every ``method`` sees identical draws and returns
+    the same numbers up to float rounding.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "auto":
+        method = "linear" if linear_eligible(adapter) else "vmap"
+    fn = {
+        "loop": sq_grad_sum_loop,
+        "linear": sq_grad_sum_linear,
+        "vmap": lambda a, b: sq_grad_sum_vmap(a, b, vmap_chunk_size),
+    }[method]
+    params = adapter.trainable_parameters()
+    if not params:
+        raise ValueError("the model has no trainable parameters (all requires_grad=False)")
+    total_sq = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    generator = torch.Generator().manual_seed(seed)
+    count = 0
+    was_training = adapter.model.training
+    adapter.model.eval()
+    bar = tqdm(total=total, desc=f"Fisher ({method})", unit="sample", disable=not progress)
+    try:
+        for batch in batches:
+            batch = adapter.draw_noise({k: v.to(adapter.device) for k, v in batch.items()}, generator)
+            sums = fn(adapter, batch)
+            for n, s in sums.items():
+                total_sq[n].add_(s.float())
+            count += len(batch["x"])
+            bar.update(len(batch["x"]))
+    finally:
+        bar.close()
+        adapter.model.train(was_training)
+    if count == 0:
+        raise ValueError("no samples were given to diagonal_fisher")
+    values = {n: (s / count).cpu() for n, s in total_sq.items()}
+    for n, v in values.items():
+        if not torch.isfinite(v).all():
+            raise FloatingPointError(f"non-finite Fisher values in {n}: the model's loss overflowed on its own samples")
+    return DiagonalFisher(values, count, {"method": method, "model_config": adapter.config(), "seed": seed})

@@ -1,0 +1,76 @@
+"""Run-time settings shared by every chapter: paths, device, seeds, quick/full mode.
+
+Chapter 1 (the preface) explains the environment variables:
+
+* ``SA_DATA_DIR``  -- where datasets live (torchvision layout, e.g. ``MNIST/raw``).
+* ``SA_CACHE_DIR`` -- where trained models, Fisher files and results are cached.
+* ``SA_MODE``      -- ``quick`` or ``full``; unset means full on a GPU, quick on a CPU.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODES = ("quick", "full")
+
+
+def _user_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "selective-amnesia"
+
+
+def data_dir() -> Path:
+    """Dataset root: ``$SA_DATA_DIR`` or ``~/.cache/selective-amnesia/data``."""
+    env = os.environ.get("SA_DATA_DIR")
+    return Path(env).expanduser().resolve() if env else _user_cache_root() / "data"
+
+
+def cache_dir() -> Path:
+    """Cache for checkpoints, Fisher files and results: ``$SA_CACHE_DIR`` or a user cache folder."""
+    env = os.environ.get("SA_CACHE_DIR")
+    path = Path(env).expanduser().resolve() if env else _user_cache_root() / "cache"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_device() -> torch.device:
+    """CUDA if available, then Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """Pick ``quick`` or ``full``.
+
+    An explicit argument wins, then ``$SA_MODE``; otherwise full mode on a GPU and
+    quick mode on a CPU.
+    """
+    mode = mode or os.environ.get("SA_MODE") or ("full" if torch.cuda.is_available() else "quick")
+    mode = mode.strip().lower()
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}; set MODE in the parameters cell or SA_MODE")
+    return mode
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch, and return a CPU ``torch.Generator`` with the same seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator whose state depends only on ``(seed, step)``.
+
+    Batch sources draw from it, so a run resumed at step ``k`` sees exactly the batches
+    an uninterrupted run would have seen.
+    """
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
