@@ -12,7 +12,7 @@ chapter 5. Runs checkpoint to ``run_dir`` and resume from there.
 """
 from __future__ import annotations
 
-import math
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -44,6 +44,9 @@ class SAConfig:
     seed: int = 0
     checkpoint_every: int = 1_000
     log_every: int = 10
+    reduction: str = "sum"
+    """How per-sample losses of a batch are combined: ``"sum"`` (the authors' code, so their
+    lambda values carry over) or ``"mean"`` (then lambda weighs EWC against one sample's loss)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +91,9 @@ def selective_amnesia(
     config resumes from it; the finished model is written to ``run_dir/model.safetensors``.
     """
     params = adapter.trainable_parameters()
+    if config.reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {config.reduction!r}")
+    reduce = torch.sum if config.reduction == "sum" else torch.mean
     if not params:
         raise ValueError("nothing to train: no parameter of the model has requires_grad=True")
     use_replay = remember is not None and config.gamma != 0
@@ -101,8 +107,8 @@ def selective_amnesia(
     optimizer = torch.optim.Adam(params.values(), lr=config.lr)
     result = SAResult()
     run_dir = Path(run_dir) if run_dir is not None else None
-    settings = {"sa_config": config.to_dict(), "model_config": adapter.config(),
-                "fisher_samples": fisher.n_samples if fisher is not None else 0}
+    settings = json.loads(json.dumps({"sa_config": config.to_dict(), "model_config": adapter.config(),
+                                      "fisher_samples": fisher.n_samples if fisher is not None else 0}))
     if run_dir is not None:
         result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result)
 
@@ -113,11 +119,11 @@ def selective_amnesia(
         for step in range(result.resumed_from, config.steps):
             g = step_generator(config.seed + 104729, step)
             optimizer.zero_grad(set_to_none=True)
-            loss_f = adapter.loss(adapter.draw_noise(forget(step), g)).mean()
+            loss_f = reduce(adapter.loss(adapter.draw_noise(forget(step), g)))
             loss = loss_f
             loss_r = torch.zeros(())
             if use_replay:
-                loss_r = adapter.loss(adapter.draw_noise(remember(step), g)).mean()
+                loss_r = reduce(adapter.loss(adapter.draw_noise(remember(step), g)))
                 loss = loss + config.gamma * loss_r
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(

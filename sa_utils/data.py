@@ -60,3 +60,22 @@ class TensorBatches:
 
     def __len__(self) -> int:
         return (len(self.x) + self.batch_size - 1) // self.batch_size
+
+
+class DataSource:
+    """Batches ``{x, c}`` of real data for :func:`sa_utils.amnesia.selective_amnesia`.
+
+    Used where the new objective is ordinary fine-tuning (chapters 3 and 4), not a
+    surrogate. ``source(step)`` depends only on ``step`` (resumable, reproducible).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"):
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")
+        self.x, self.y, self.batch_size, self.seed, self.device = x, y, batch_size, seed, torch.device(device)
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        from .runtime import step_generator
+
+        idx = torch.randint(len(self.x), (self.batch_size,), generator=step_generator(self.seed + 31, step))
+        return {"x": self.x[idx].to(self.device), "c": self.y[idx].to(self.device)}

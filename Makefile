@@ -1,0 +1,41 @@
+# Two commands for a fresh clone (see README.md):
+#   make book   -- create .venv, execute every chapter (quick mode on a CPU), build the HTML book
+#   make test   -- create .venv, run the test suite: library tests, every chapter, the book build
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first and pinned; override for another platform, e.g. TORCH_SPEC="torch torchvision"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+# Use the shared offline copy of MNIST when it is there (CI, the project's machines);
+# otherwise sa_utils downloads MNIST into its user cache.
+ifneq ($(wildcard ../shared/data/MNIST/raw),)
+export SA_DATA_DIR ?= $(abspath ../shared/data)
+endif
+export SA_CACHE_DIR ?= $(CURDIR)/_build/cache
+
+.PHONY: venv book test unit chapters benchmark clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[book,test]"
+	touch $@
+
+book: venv
+	$(PY) tools/book.py
+
+test: venv
+	$(PY) -m pytest tests
+
+unit: venv
+	$(PY) -m pytest tests -m "not slow"
+
+benchmark: venv
+	$(PY) benchmarks/fisher_speed.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,112 @@
+"""How forgetting and remembering are measured, with the independent classifier (chapters 2 and 5).
+
+* Forgetting: on samples generated for c_f, the classifier's mean prediction entropy
+  (max ``ln 10 = 2.303`` for ten classes) and its mean probability of c_f.
+* Remembering: the classifier's accuracy on samples of every remembered class, and the
+  Frechet distance between generated and real images in the classifier's feature space
+  (an offline stand-in for FID, which uses Inception features).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .adapters.base import GenerativeAdapter
+
+
+@torch.no_grad()
+def classify(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities ``[N, K]`` and penultimate features ``[N, D]`` for images ``x``."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    probs, feats = [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device)
+        f = classifier.features(xb)
+        probs.append(torch.softmax(classifier.fc2(f), dim=1).cpu())
+        feats.append(f.cpu())
+    return torch.cat(probs), torch.cat(feats)
+
+
+def mean_entropy(probs: torch.Tensor) -> float:
+    """Average prediction entropy in nats; ``ln K`` means no idea at all."""
+    return float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean())
+
+
+def class_probability(probs: torch.Tensor, cls: int) -> float:
+    return float(probs[:, cls].mean())
+
+
+def accuracy(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((probs.argmax(1) == labels.cpu()).float().mean())
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to feature sets ``a`` and ``b`` ([N, D]).
+
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)``, in float64, using
+    symmetric eigendecompositions (no complex square roots).
+    """
+    a, b = a.double(), b.double()
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("need at least two samples on each side for a Frechet distance")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sa, sb = torch.cov(a.T), torch.cov(b.T)
+    w, v = torch.linalg.eigh(sa)
+    sa_half = (v * w.clamp_min(0).sqrt()) @ v.T
+    m = sa_half @ sb @ sa_half
+    tr_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + sa.trace() + sb.trace() - 2 * tr_sqrt)
+
+
+@torch.no_grad()
+def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per_class: int,
+                       seed: int = 0, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_per_class`` samples of each class, with a fixed generator so models are comparable."""
+    g = torch.Generator().manual_seed(seed)
+    xs, cs = [], []
+    for cls in classes:
+        for i in range(0, n_per_class, batch_size):
+            c = torch.full((min(batch_size, n_per_class - i),), int(cls), dtype=torch.long)
+            xs.append(adapter.sample(c, g).cpu())
+            cs.append(c)
+    return torch.cat(xs), torch.cat(cs)
+
+
+def evaluate_forgetting(adapter: GenerativeAdapter, classifier: nn.Module, forget: Sequence[int] | int,
+                        n_classes: int = 10, n_per_class: int = 1000, seed: int = 0,
+                        real: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """All Part I metrics for one model.
+
+    Returns ``entropy_forget`` and ``p_forget`` (on samples of the forgotten classes; absent
+    when ``forget`` is empty),
+    ``acc_remember`` (on samples of the others), ``acc_<k>`` per class, and with ``real``
+    test data ``fd_remember``: the Frechet distance to real images of the remembered classes.
+    """
+    forget = [forget] if isinstance(forget, int) else list(forget)
+    bad = [c for c in forget if not 0 <= c < n_classes]
+    if bad:
+        raise ValueError(f"forgotten classes must lie in [0, {n_classes - 1}], got {bad}")
+    remember = [c for c in range(n_classes) if c not in forget]
+    x, c = generate_per_class(adapter, range(n_classes), n_per_class, seed)
+    probs, feats = classify(classifier, x)
+    is_f = torch.isin(c, torch.tensor(forget, dtype=torch.long))
+    out = {}
+    if forget:  # an empty list evaluates a model that forgot nothing
+        out["entropy_forget"] = mean_entropy(probs[is_f])
+        out["p_forget"] = float(probs[is_f][torch.arange(int(is_f.sum())), c[is_f]].mean())
+    out["acc_remember"] = accuracy(probs[~is_f], c[~is_f])
+    for k in range(n_classes):
+        out[f"acc_{k}"] = accuracy(probs[c == k], c[c == k])
+    if real is not None:
+        xr, yr = real
+        keep = torch.isin(yr, torch.tensor(remember, dtype=torch.long))
+        _, feats_real = classify(classifier, xr[keep])
+        out["fd_remember"] = frechet_distance(feats[~is_f], feats_real)
+    return out
+
+
+MAX_ENTROPY_10 = math.log(10)

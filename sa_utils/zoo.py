@@ -1,0 +1,181 @@
+"""Load-before-you-train recipes for the MNIST chapters (Part I).
+
+Every function here first looks in :func:`sa_utils.runtime.cache_dir` for a result made
+with the same settings, and only trains or computes when there is none. Chapters share the
+cache, so chapter 5 reuses the CVAE chapter 2 trained and the Fisher chapter 3 computed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .adapters import VAEAdapter
+from .amnesia import FINAL, SAConfig, SAResult, selective_amnesia
+from .checkpoint import load_model, load_tensors, save_model
+from .data import load_mnist
+from .fisher import DiagonalFisher, diagonal_fisher
+from .models import CVAE, CVAEConfig, MNISTClassifier
+from .replay import ReplaySource, frozen_copy, model_samples
+from .runtime import cache_dir, default_device, resolve_mode
+from .surrogates import ForgetSource, SurrogateFn, constant_image, other_class, uniform_noise
+from .training import classifier_accuracy, classifier_loss, cvae_loss, fit
+
+
+@dataclass(frozen=True)
+class MNISTRecipe:
+    """Every run-size knob of Part I; ``full`` are the authors' settings."""
+
+    mode: str
+    cvae_epochs: int
+    classifier_epochs: int
+    fisher_samples: int
+    sa_steps: int
+    sa_batch: int
+    eval_per_class: int
+    cvae_batch: int = 128
+    cvae_lr: float = 1e-3
+    classifier_batch: int = 128
+    classifier_lr: float = 1e-3
+    fisher_batch: int = 500
+    sa_lr: float = 1e-4
+    lmbda: float = 100.0
+    gamma: float = 1.0
+    seed: int = 0
+
+    def sa_config(self, **overrides) -> SAConfig:
+        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr, seed=self.seed,
+                       checkpoint_every=max(self.sa_steps // 10, 100))
+        return replace(cfg, **overrides)
+
+
+RECIPES = {
+    "quick": MNISTRecipe("quick", cvae_epochs=10, classifier_epochs=1, fisher_samples=5_000, sa_steps=1_000,
+                         sa_batch=128, eval_per_class=500),
+    "full": MNISTRecipe("full", cvae_epochs=40, classifier_epochs=3, fisher_samples=50_000, sa_steps=10_000,
+                        sa_batch=256, eval_per_class=1_000),
+}
+
+
+def recipe(mode: str | None = None, **overrides) -> MNISTRecipe:
+    """The recipe for ``mode`` (see :func:`sa_utils.runtime.resolve_mode`), with overrides."""
+    return replace(RECIPES[resolve_mode(mode)], **overrides)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _mnist_dir() -> Path:
+    path = cache_dir() / "mnist"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@lru_cache(maxsize=2)
+def mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_mnist(train)
+
+
+def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True) -> MNISTClassifier:
+    """The evaluation CNN trained on real MNIST, loaded from the cache when present."""
+    device = device or default_device()
+    path = _mnist_dir() / f"classifier-e{r.classifier_epochs}-s{r.seed}.safetensors"
+    model = MNISTClassifier().to(device)
+    if path.exists():
+        load_model(model, path)
+    else:
+        torch.manual_seed(r.seed)
+        model = MNISTClassifier().to(device)
+        x, y = mnist(True)
+        fit(model, classifier_loss, x, y, r.classifier_epochs, r.classifier_batch, r.classifier_lr, r.seed,
+            checkpoint=path.with_suffix(".ckpt.safetensors"), desc="classifier", progress=progress)
+        xt, yt = mnist(False)
+        save_model(model, path, {"epochs": r.classifier_epochs, "test_accuracy": classifier_accuracy(model, xt, yt)})
+        path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
+    return model.eval()
+
+
+def cvae_path(r: MNISTRecipe) -> Path:
+    return _mnist_dir() / f"cvae-e{r.cvae_epochs}-s{r.seed}.safetensors"
+
+
+def pretrained_cvae(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True) -> VAEAdapter:
+    """The paper's CVAE trained on all ten digits (theta*), wrapped in its SA adapter."""
+    device = device or default_device()
+    path = cvae_path(r)
+    torch.manual_seed(r.seed)
+    model = CVAE().to(device)
+    if path.exists():
+        load_model(model, path)
+    else:
+        x, y = mnist(True)
+        losses = fit(model, cvae_loss, x, y, r.cvae_epochs, r.cvae_batch, r.cvae_lr, r.seed,
+                     checkpoint=path.with_suffix(".ckpt.safetensors"), desc="CVAE", progress=progress)
+        save_model(model, path, {"config": model.config.to_dict(), "epochs": r.cvae_epochs, "train_loss": losses})
+        path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
+    return VAEAdapter(model.eval())
+
+
+def cvae_training_curve(r: MNISTRecipe) -> list[float]:
+    """Per-epoch training loss stored with the cached CVAE."""
+    return load_tensors(cvae_path(r))[1]["train_loss"]
+
+
+def mnist_fisher(adapter: VAEAdapter, r: MNISTRecipe, n_samples: int | None = None, method: str = "auto",
+                 progress: bool = True) -> DiagonalFisher:
+    """Diagonal Fisher of the pretrained CVAE from its own samples (cached)."""
+    n = n_samples or r.fisher_samples
+    path = _mnist_dir() / f"fisher-{cvae_path(r).stem}-n{n}-s{r.seed}.safetensors"
+    if path.exists():
+        return DiagonalFisher.load(path, adapter.model)
+    batches = model_samples(adapter, range(10), n, r.fisher_batch, seed=r.seed)
+    fisher = diagonal_fisher(adapter, batches, method=method, seed=r.seed, total=n, progress=progress)
+    fisher.metadata["cvae"] = cvae_path(r).name
+    fisher.save(path)
+    return fisher
+
+
+def surrogate(spec: str, frozen: VAEAdapter) -> SurrogateFn:
+    """``"noise"`` (uniform pixels), ``"blank"`` (all black), or ``"digit:K"`` (samples of digit K)."""
+    if spec == "noise":
+        return uniform_noise()
+    if spec == "blank":
+        return constant_image(0.0)
+    if spec.startswith("digit:"):
+        return other_class(frozen, int(spec.split(":", 1)[1]))
+    raise ValueError(f"unknown surrogate {spec!r}; use 'noise', 'blank' or 'digit:K' with K in 0..9")
+
+
+def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int = 0, surrogate_spec: str = "noise",
+                  fisher: DiagonalFisher | None = None, lmbda: float | None = None, gamma: float | None = None,
+                  steps: int | None = None, name: str | None = None, progress: bool = True) -> tuple[VAEAdapter, SAResult]:
+    """Run (or load) Selective Amnesia on a copy of ``base``; ``base`` itself is not changed.
+
+    ``lmbda=0`` drops EWC, ``gamma=0`` drops replay. Runs live in
+    ``cache_dir()/mnist/runs/<name>-<hash of settings>`` and resume from there.
+    """
+    forget = [forget] if isinstance(forget, int) else sorted(set(forget))
+    if any(not 0 <= d <= 9 for d in forget):
+        raise ValueError(f"digits to forget must lie in 0..9, got {forget}")
+    remember = [d for d in range(10) if d not in forget]
+    if not remember:
+        raise ValueError("forgetting every digit leaves nothing to remember; keep at least one")
+    cfg = r.sa_config(**{k: v for k, v in {"lmbda": lmbda, "gamma": gamma, "steps": steps}.items() if v is not None})
+    if cfg.lmbda != 0 and fisher is None:
+        fisher = mnist_fisher(base, r, progress=progress)
+    frozen = frozen_copy(base)
+    settings = {"forget": forget, "surrogate": surrogate_spec, "sa": asdict(replace(cfg, steps=0)), "batch": r.sa_batch,
+                "cvae": cvae_path(r).name, "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0}
+    run_dir = _mnist_dir() / "runs" / f"{name or 'sa'}-{_digest(settings)}"
+    student = VAEAdapter(frozen_copy(base).model.train().requires_grad_(True))
+    forget_src = ForgetSource(surrogate(surrogate_spec, frozen), forget, r.sa_batch, seed=r.seed, device=base.device)
+    replay_src = ReplaySource(frozen, remember, r.sa_batch, seed=r.seed) if cfg.gamma else None
+    result = selective_amnesia(student, forget_src, replay_src, fisher if cfg.lmbda else None, cfg,
+                               run_dir=run_dir, progress=progress)
+    return student, result

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from sa_utils.adapters import VAEAdapter
+from sa_utils.amnesia import CHECKPOINT, FINAL, NonFiniteLossError, SAConfig, selective_amnesia
+from sa_utils.checkpoint import CheckpointError, load_model
+from sa_utils.fisher import diagonal_fisher
+from sa_utils.replay import ReplaySource, frozen_copy
+from sa_utils.surrogates import ForgetSource, constant_image, other_class, uniform_noise
+
+
+def _parts(adapter, batches, **cfg):
+    frozen = frozen_copy(adapter)
+    fisher = diagonal_fisher(adapter, batches, progress=False)
+    forget = ForgetSource(uniform_noise(), 0, 8, seed=0)
+    replay = ReplaySource(frozen, range(1, 10), 8, seed=0)
+    config = SAConfig(**{"lmbda": 10.0, "steps": 6, "lr": 1e-3, "checkpoint_every": 2, "log_every": 1, **cfg})
+    return frozen, fisher, forget, replay, config
+
+
+def _state(adapter):
+    return {k: v.clone() for k, v in adapter.model.state_dict().items()}
+
+
+def test_sa_steps_lower_the_surrogate_loss_and_keep_the_frozen_copy(tiny_vae, tiny_batches):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches, steps=30)
+    before = _state(frozen)
+    result = selective_amnesia(tiny_vae, forget, replay, fisher, config, progress=False)
+    assert result.steps_done == 30
+    assert result.history[-1]["forget_loss"] < result.history[0]["forget_loss"]
+    assert result.history[-1]["ewc_penalty"] > 0
+    assert all(torch.equal(before[k], v) for k, v in frozen.model.state_dict().items())
+
+
+def test_only_trainable_parameters_change(tiny_vae, tiny_batches):
+    tiny_vae.model.enc1.requires_grad_(False)
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    before = _state(tiny_vae)
+    selective_amnesia(tiny_vae, forget, replay, fisher, config, progress=False)
+    after = tiny_vae.model.state_dict()
+    assert torch.equal(before["enc1.weight"], after["enc1.weight"])
+    assert not torch.equal(before["dec3.weight"], after["dec3.weight"])
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly(tiny_vae, tiny_batches, tmp_path):
+    start = _state(tiny_vae)
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    selective_amnesia(tiny_vae, forget, replay, fisher, config, run_dir=tmp_path / "a", progress=False)
+    straight = _state(tiny_vae)
+
+    tiny_vae.model.load_state_dict(start)
+    short = SAConfig(**{**config.to_dict(), "steps": 4})
+    selective_amnesia(tiny_vae, forget, replay, fisher, short, run_dir=tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / CHECKPOINT).exists() and (tmp_path / "b" / FINAL).exists()
+    fresh = VAEAdapter(frozen_copy(frozen).model.train().requires_grad_(True))
+    fresh.model.load_state_dict(start)  # a new process would rebuild theta* the same way
+    result = selective_amnesia(fresh, forget, replay, fisher, config, run_dir=tmp_path / "b", progress=False)
+    assert result.resumed_from == 4 and result.steps_done == 6
+    for k, v in straight.items():
+        torch.testing.assert_close(fresh.model.state_dict()[k], v, rtol=0, atol=0)
+    meta = load_model(fresh.model, tmp_path / "b" / FINAL)
+    assert meta["steps"] == 6
+
+
+def test_resume_with_other_settings_is_refused(tiny_vae, tiny_batches, tmp_path):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    selective_amnesia(tiny_vae, forget, replay, fisher, config, run_dir=tmp_path, progress=False)
+    other = SAConfig(**{**config.to_dict(), "lmbda": 1.0})
+    with pytest.raises(CheckpointError, match="different run_dir"):
+        selective_amnesia(tiny_vae, forget, replay, fisher, other, run_dir=tmp_path, progress=False)
+
+
+def test_nan_loss_stops_before_the_update(tiny_vae, tiny_batches):
+    frozen, fisher, _, replay, config = _parts(tiny_vae, tiny_batches)
+    before = _state(tiny_vae)
+    bad = ForgetSource(constant_image(float("nan")), 0, 8)
+    with pytest.raises(NonFiniteLossError, match="not updated"):
+        selective_amnesia(tiny_vae, bad, replay, fisher, config, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in tiny_vae.model.state_dict().items())
+
+
+def test_bad_inputs_are_clear_errors(tiny_vae, tiny_batches):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 9\]"):
+        ReplaySource(frozen, [3, 11], 8)
+    with pytest.raises(ValueError, match="no Fisher"):
+        selective_amnesia(tiny_vae, forget, replay, None, config, progress=False)
+    with pytest.raises(ValueError, match="no remember source"):
+        selective_amnesia(tiny_vae, forget, None, fisher, config, progress=False)
+    with pytest.raises(ValueError, match="class ids"):
+        selective_amnesia(tiny_vae, ForgetSource(uniform_noise(), 12, 8), replay, fisher, config, progress=False)
+    with pytest.raises(ValueError, match="class ids"):
+        other_class(frozen, 10)
+
+
+def test_ablations_run_without_ewc_or_replay(tiny_vae, tiny_batches):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    surrogate_only = SAConfig(**{**config.to_dict(), "lmbda": 0.0, "gamma": 0.0})
+    result = selective_amnesia(tiny_vae, forget, None, None, surrogate_only, progress=False)
+    assert all(r["replay_loss"] == 0 and r["ewc_penalty"] == 0 for r in result.history)
