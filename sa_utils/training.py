@@ -22,8 +22,11 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torc
 
 def fit(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128,
         lr: float = 1e-3, seed: int = 0, checkpoint: str | Path | None = None, desc: str = "training",
-        progress: bool = True) -> list[float]:
-    """Minimise ``loss_fn(model, xb, yb, generator)`` with Adam; returns the mean loss of each epoch."""
+        progress: bool = True, lr_decay_every: int | None = None, lr_decay: float = 0.1) -> list[float]:
+    """Minimise ``loss_fn(model, xb, yb, generator)`` with Adam; returns the mean loss of each epoch.
+
+    With ``lr_decay_every=k`` the learning rate is multiplied by ``lr_decay`` every k epochs.
+    """
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses: list[float] = []
@@ -39,6 +42,8 @@ def fit(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, epo
         torch.randperm(len(x), generator=data.generator)
     model.train()
     for epoch in range(start, epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * (lr_decay ** (epoch // lr_decay_every) if lr_decay_every else 1.0)
         total, count = 0.0, 0
         for xb, yb in tqdm(data.epoch(), total=len(data), desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress):
             xb, yb = xb.to(device), yb.to(device)

@@ -18,7 +18,7 @@ import torch
 from .adapters import VAEAdapter
 from .amnesia import FINAL, SAConfig, SAResult, selective_amnesia
 from .checkpoint import load_model, load_tensors, save_model
-from .data import load_mnist
+from .data import DataSource, load_mnist
 from .fisher import DiagonalFisher, diagonal_fisher
 from .models import CVAE, CVAEConfig, MNISTClassifier
 from .replay import ReplaySource, frozen_copy, model_samples
@@ -40,8 +40,9 @@ class MNISTRecipe:
     eval_per_class: int
     cvae_batch: int = 128
     cvae_lr: float = 1e-3
-    classifier_batch: int = 128
-    classifier_lr: float = 1e-3
+    classifier_batch: int = 64
+    classifier_lr: float = 1e-4
+    classifier_lr_decay_every: int = 5
     fisher_batch: int = 500
     sa_lr: float = 1e-4
     lmbda: float = 100.0
@@ -55,9 +56,11 @@ class MNISTRecipe:
 
 
 RECIPES = {
-    "quick": MNISTRecipe("quick", cvae_epochs=10, classifier_epochs=1, fisher_samples=5_000, sa_steps=1_000,
-                         sa_batch=128, eval_per_class=500),
-    "full": MNISTRecipe("full", cvae_epochs=40, classifier_epochs=3, fisher_samples=50_000, sa_steps=10_000,
+    # quick: a 10x larger learning rate makes 1,500 steps forget about as far as the
+    # authors' 10,000 steps at 1e-4 (measured on a 2-core CPU: ~20 s per SA run)
+    "quick": MNISTRecipe("quick", cvae_epochs=10, classifier_epochs=2, fisher_samples=5_000, sa_steps=1_500,
+                         sa_batch=128, eval_per_class=500, sa_lr=1e-3),
+    "full": MNISTRecipe("full", cvae_epochs=40, classifier_epochs=10, fisher_samples=50_000, sa_steps=10_000,
                         sa_batch=256, eval_per_class=1_000),
 }
 
@@ -85,7 +88,9 @@ def mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True) -> MNISTClassifier:
     """The evaluation CNN trained on real MNIST, loaded from the cache when present."""
     device = device or default_device()
-    path = _mnist_dir() / f"classifier-e{r.classifier_epochs}-s{r.seed}.safetensors"
+    train = {"epochs": r.classifier_epochs, "batch": r.classifier_batch, "lr": r.classifier_lr,
+             "decay_every": r.classifier_lr_decay_every, "seed": r.seed}
+    path = _mnist_dir() / f"classifier-e{r.classifier_epochs}-{_digest(train)}.safetensors"
     model = MNISTClassifier().to(device)
     if path.exists():
         load_model(model, path)
@@ -94,7 +99,8 @@ def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, pr
         model = MNISTClassifier().to(device)
         x, y = mnist(True)
         fit(model, classifier_loss, x, y, r.classifier_epochs, r.classifier_batch, r.classifier_lr, r.seed,
-            checkpoint=path.with_suffix(".ckpt.safetensors"), desc="classifier", progress=progress)
+            checkpoint=path.with_suffix(".ckpt.safetensors"), desc="classifier", progress=progress,
+            lr_decay_every=r.classifier_lr_decay_every)
         xt, yt = mnist(False)
         save_model(model, path, {"epochs": r.classifier_epochs, "test_accuracy": classifier_accuracy(model, xt, yt)})
         path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
@@ -178,4 +184,34 @@ def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int 
     replay_src = ReplaySource(frozen, remember, r.sa_batch, seed=r.seed) if cfg.gamma else None
     result = selective_amnesia(student, forget_src, replay_src, fisher if cfg.lmbda else None, cfg,
                                run_dir=run_dir, progress=progress)
+    return student, result
+
+
+def learn_digits(base: VAEAdapter, r: MNISTRecipe, digits: Sequence[int], lmbda: float = 0.0, gamma: float = 0.0,
+                 steps: int = 1_000, lr: float = 1e-3, batch_size: int | None = None, name: str | None = None,
+                 progress: bool = True) -> tuple[VAEAdapter, SAResult]:
+    """Continue training a copy of ``base`` on *real* images of ``digits`` only (chapters 3-4).
+
+    The same routine as Selective Amnesia with real data in place of the surrogate:
+    ``lmbda > 0`` adds EWC with the pretrained model's Fisher, ``gamma > 0`` replays the
+    other digits from a frozen copy. With both 0 it is plain fine-tuning, the setting in
+    which catastrophic forgetting shows.
+    """
+    digits = sorted(set(int(d) for d in digits))
+    if not digits or any(not 0 <= d <= 9 for d in digits):
+        raise ValueError(f"digits must be a non-empty subset of 0..9, got {digits}")
+    others = [d for d in range(10) if d not in digits]
+    batch_size = batch_size or r.sa_batch
+    cfg = SAConfig(lmbda=lmbda, gamma=gamma, steps=steps, lr=lr, seed=r.seed, checkpoint_every=max(steps // 5, 100))
+    fisher = mnist_fisher(base, r, progress=progress) if lmbda else None
+    frozen = frozen_copy(base)
+    settings = {"digits": digits, "sa": asdict(replace(cfg, steps=0)), "batch": batch_size, "cvae": cvae_path(r).name,
+                "fisher_n": fisher.n_samples if fisher is not None else 0}
+    run_dir = _mnist_dir() / "runs" / f"{name or 'learn'}-{_digest(settings)}"
+    x, y = mnist(True)
+    keep = torch.isin(y, torch.tensor(digits))
+    data = DataSource(x[keep], y[keep], batch_size, seed=r.seed, device=base.device)
+    replay = ReplaySource(frozen, others, batch_size, seed=r.seed) if gamma and others else None
+    student = VAEAdapter(frozen_copy(base).model.train().requires_grad_(True))
+    result = selective_amnesia(student, data, replay, fisher, cfg, run_dir=run_dir, progress=progress)
     return student, result
