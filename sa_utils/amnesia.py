@@ -181,6 +181,9 @@ def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result
     if old != new:
         raise CheckpointError(f"{path} was made with SA settings {old}, this run has {new}. "
                               "Use a different run_dir, or delete the old one to start over.")
+    if int(meta["step"]) > int(settings["sa_config"]["steps"]):
+        raise CheckpointError(f"{path} already ran {meta['step']} steps, more than the {settings['sa_config']['steps']} "
+                              "asked for. Use a different run_dir, or ask for at least as many steps.")
     adapter.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
     if ewc is not None:

@@ -45,13 +45,20 @@ class MNISTRecipe:
     classifier_lr_decay_every: int = 5
     fisher_batch: int = 500
     sa_lr: float = 1e-4
+    short_steps: int = 1_500
+    short_lr: float = 1e-3
     lmbda: float = 100.0
     gamma: float = 1.0
     seed: int = 0
 
-    def sa_config(self, **overrides) -> SAConfig:
-        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr, seed=self.seed,
-                       checkpoint_every=max(self.sa_steps // 10, 100))
+    def sa_config(self, schedule: str = "main", **overrides) -> SAConfig:
+        """SA settings: ``"main"`` is the recipe's headline schedule (the authors' 10,000 steps at
+        1e-4 in full mode), ``"short"`` the 1,500 steps at 1e-3 used for ablations and sweeps."""
+        if schedule not in ("main", "short"):
+            raise ValueError(f"schedule must be 'main' or 'short', got {schedule!r}")
+        steps, lr = (self.sa_steps, self.sa_lr) if schedule == "main" else (self.short_steps, self.short_lr)
+        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=steps, lr=lr, seed=self.seed,
+                       checkpoint_every=max(steps // 10, 100))
         return replace(cfg, **overrides)
 
 
@@ -160,11 +167,14 @@ def surrogate(spec: str, frozen: VAEAdapter) -> SurrogateFn:
 
 def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int = 0, surrogate_spec: str = "noise",
                   fisher: DiagonalFisher | None = None, lmbda: float | None = None, gamma: float | None = None,
-                  steps: int | None = None, name: str | None = None, progress: bool = True) -> tuple[VAEAdapter, SAResult]:
+                  steps: int | None = None, name: str | None = None, progress: bool = True,
+                  schedule: str = "main") -> tuple[VAEAdapter, SAResult]:
     """Run (or load) Selective Amnesia on a copy of ``base``; ``base`` itself is not changed.
 
-    ``lmbda=0`` drops EWC, ``gamma=0`` drops replay. Runs live in
-    ``cache_dir()/mnist/runs/<name>-<hash of settings>`` and resume from there.
+    ``lmbda=0`` drops EWC, ``gamma=0`` drops replay; ``schedule="short"`` uses the recipe's
+    short schedule (ablations and sweeps: full mode stays within minutes on a CPU). Runs
+    live in ``cache_dir()/mnist/runs/forget-<hash of settings>`` and resume from there, so
+    identical settings share one run whatever ``name`` (a label only) says.
     """
     forget = [forget] if isinstance(forget, int) else sorted(set(forget))
     if any(not 0 <= d <= 9 for d in forget):
@@ -172,13 +182,13 @@ def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int 
     remember = [d for d in range(10) if d not in forget]
     if not remember:
         raise ValueError("forgetting every digit leaves nothing to remember; keep at least one")
-    cfg = r.sa_config(**{k: v for k, v in {"lmbda": lmbda, "gamma": gamma, "steps": steps}.items() if v is not None})
+    cfg = r.sa_config(schedule, **{k: v for k, v in {"lmbda": lmbda, "gamma": gamma, "steps": steps}.items() if v is not None})
     if cfg.lmbda != 0 and fisher is None:
         fisher = mnist_fisher(base, r, progress=progress)
     frozen = frozen_copy(base)
-    settings = {"forget": forget, "surrogate": surrogate_spec, "sa": asdict(replace(cfg, steps=0)), "batch": r.sa_batch,
+    settings = {"forget": forget, "surrogate": surrogate_spec, "sa": asdict(cfg), "batch": r.sa_batch,
                 "cvae": cvae_path(r).name, "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0}
-    run_dir = _mnist_dir() / "runs" / f"{name or 'sa'}-{_digest(settings)}"
+    run_dir = _mnist_dir() / "runs" / f"forget-{_digest(settings)}"
     student = VAEAdapter(frozen_copy(base).model.train().requires_grad_(True))
     forget_src = ForgetSource(surrogate(surrogate_spec, frozen), forget, r.sa_batch, seed=r.seed, device=base.device)
     replay_src = ReplaySource(frozen, remember, r.sa_batch, seed=r.seed) if cfg.gamma else None
@@ -205,9 +215,9 @@ def learn_digits(base: VAEAdapter, r: MNISTRecipe, digits: Sequence[int], lmbda:
     cfg = SAConfig(lmbda=lmbda, gamma=gamma, steps=steps, lr=lr, seed=r.seed, checkpoint_every=max(steps // 5, 100))
     fisher = mnist_fisher(base, r, progress=progress) if lmbda else None
     frozen = frozen_copy(base)
-    settings = {"digits": digits, "sa": asdict(replace(cfg, steps=0)), "batch": batch_size, "cvae": cvae_path(r).name,
+    settings = {"digits": digits, "sa": asdict(cfg), "batch": batch_size, "cvae": cvae_path(r).name,
                 "fisher_n": fisher.n_samples if fisher is not None else 0}
-    run_dir = _mnist_dir() / "runs" / f"{name or 'learn'}-{_digest(settings)}"
+    run_dir = _mnist_dir() / "runs" / f"learn-{_digest(settings)}"
     x, y = mnist(True)
     keep = torch.isin(y, torch.tensor(digits))
     data = DataSource(x[keep], y[keep], batch_size, seed=r.seed, device=base.device)
