@@ -106,8 +106,9 @@ def linear_eligible(adapter: GenerativeAdapter) -> bool:
 def sq_grad_sum_linear(adapter: GenerativeAdapter, batch: Batch) -> dict[str, torch.Tensor]:
     """Exact ``sum_b grad_b**2`` for models whose trainable weights are all ``nn.Linear``.
 
-    A forward hook keeps each layer's input ``a`` ([B, in]); a hook on its output receives
-    the signal ``g`` ([B, out]) when back-propagating ``sum_b loss_b``. Because
+    A forward hook keeps each layer's input ``a`` ([B, in]) and output; one backward pass
+    gives the signal ``g`` ([B, out]) at every output for ``sum_b loss_b`` (the weight
+    gradients themselves are never formed). Because
     sample b's loss depends only on row b, row b of ``g`` is sample b's own signal, and
     ``sum_b (g_b a_b^T)**2 = (g**2)^T @ (a**2)``, ``sum_b g_b**2`` for the bias.
     """
@@ -116,37 +117,34 @@ def sq_grad_sum_linear(adapter: GenerativeAdapter, batch: Batch) -> dict[str, to
     params = adapter.trainable_parameters()
     name_of = {id(p): n for n, p in params.items()}
     out = {n: torch.zeros_like(p) for n, p in params.items()}
-    calls: dict[nn.Linear, int] = {}
-    handles = []
+    records: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
 
     def fwd_hook(mod, args, output):
-        calls[mod] = calls.get(mod, 0) + 1
         a = args[0].detach()
         if a.dim() != 2:
             raise ValueError(f"method='linear' needs 2-D layer inputs [batch, features]; got {tuple(a.shape)}; use method='vmap'")
+        records.append((mod, a, output))
 
-        def on_grad(g, mod=mod, a=a):
-            g = g.detach()
-            if mod.weight.requires_grad:
-                out[name_of[id(mod.weight)]].add_(g.pow(2).T @ a.pow(2))
-            if mod.bias is not None and mod.bias.requires_grad:
-                out[name_of[id(mod.bias)]].add_(g.pow(2).sum(0))
-
-        output.register_hook(on_grad)
-
+    handles = [mod.register_forward_hook(fwd_hook) for mod in adapter.model.modules()
+               if isinstance(mod, nn.Linear) and any(p.requires_grad for p in mod.parameters(recurse=False))]
     try:
-        for mod in adapter.model.modules():
-            if isinstance(mod, nn.Linear) and any(p.requires_grad for p in mod.parameters(recurse=False)):
-                handles.append(mod.register_forward_hook(fwd_hook))
         loss = adapter.loss(batch).sum()
-        reused = [m for m, k in calls.items() if k > 1]
-        if reused:
-            raise ValueError(f"method='linear' needs each nn.Linear called once per forward; {len(reused)} were reused; use method='vmap'")
-        params_list = list(params.values())
-        torch.autograd.grad(loss, params_list, allow_unused=True)
     finally:
         for h in handles:
             h.remove()
+    mods = [m for m, _, _ in records]
+    if len(set(mods)) != len(mods):
+        raise ValueError("method='linear' needs each nn.Linear called once per forward; some were reused; use method='vmap'")
+    # gradients w.r.t. the layer outputs only: the weight gradients themselves are never formed
+    signals = torch.autograd.grad(loss, [o for _, _, o in records], allow_unused=True)
+    for (mod, a, _), g in zip(records, signals):
+        if g is None:
+            continue
+        g2 = g.detach().pow(2)
+        if mod.weight.requires_grad:
+            out[name_of[id(mod.weight)]].add_(g2.T @ a.pow(2))
+        if mod.bias is not None and mod.bias.requires_grad:
+            out[name_of[id(mod.bias)]].add_(g2.sum(0))
     return out
 
 

@@ -38,7 +38,11 @@ def chapters() -> list[Path]:
 
 
 def stage() -> None:
-    """Copy book sources to the execution folder (executed notebooks already there are kept)."""
+    """Copy book sources to the execution folder.
+
+    A file is copied only when the source is newer, so executed notebooks and the figures
+    they wrote (e.g. ``book/_static/headline.png`` from chapter 5) are kept.
+    """
     EXEC.mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(ROOT / name, EXEC / name)
@@ -46,7 +50,7 @@ def stage() -> None:
         if src.is_file() and ".ipynb_checkpoints" not in src.parts:
             dst = EXEC / src.relative_to(ROOT)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.suffix != ".ipynb" or not dst.exists() or src.stat().st_mtime > dst.stat().st_mtime:
+            if not dst.exists() or src.stat().st_mtime > dst.stat().st_mtime:
                 shutil.copy2(src, dst)
 
 
