@@ -78,6 +78,7 @@ def selective_amnesia(
     anchor: dict[str, torch.Tensor] | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    desc: str = "Selective Amnesia",
 ) -> SAResult:
     """Train ``adapter.model`` in place to forget what ``forget`` conditions on.
 
@@ -114,7 +115,7 @@ def selective_amnesia(
 
     adapter.model.train()
     start = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=result.resumed_from, desc="Selective Amnesia", disable=not progress)
+    bar = tqdm(total=config.steps, initial=result.resumed_from, desc=desc, disable=not progress)
     try:
         for step in range(result.resumed_from, config.steps):
             g = step_generator(config.seed + 104729, step)

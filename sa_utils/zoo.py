@@ -182,7 +182,9 @@ def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int 
     remember = [d for d in range(10) if d not in forget]
     if not remember:
         raise ValueError("forgetting every digit leaves nothing to remember; keep at least one")
-    cfg = r.sa_config(schedule, **{k: v for k, v in {"lmbda": lmbda, "gamma": gamma, "steps": steps}.items() if v is not None})
+    overrides = {"lmbda": lmbda, "gamma": gamma, "steps": steps}
+    # floats for lambda and gamma so that 10 and 10.0 name the same cached run
+    cfg = r.sa_config(schedule, **{k: (float(v) if k != "steps" else int(v)) for k, v in overrides.items() if v is not None})
     if cfg.lmbda != 0 and fisher is None:
         fisher = mnist_fisher(base, r, progress=progress)
     frozen = frozen_copy(base)
@@ -212,7 +214,8 @@ def learn_digits(base: VAEAdapter, r: MNISTRecipe, digits: Sequence[int], lmbda:
         raise ValueError(f"digits must be a non-empty subset of 0..9, got {digits}")
     others = [d for d in range(10) if d not in digits]
     batch_size = batch_size or r.sa_batch
-    cfg = SAConfig(lmbda=lmbda, gamma=gamma, steps=steps, lr=lr, seed=r.seed, checkpoint_every=max(steps // 5, 100))
+    cfg = SAConfig(lmbda=float(lmbda), gamma=float(gamma), steps=int(steps), lr=float(lr), seed=r.seed,
+                   checkpoint_every=max(steps // 5, 100))
     fisher = mnist_fisher(base, r, progress=progress) if lmbda else None
     frozen = frozen_copy(base)
     settings = {"digits": digits, "sa": asdict(cfg), "batch": batch_size, "cvae": cvae_path(r).name,
@@ -223,5 +226,6 @@ def learn_digits(base: VAEAdapter, r: MNISTRecipe, digits: Sequence[int], lmbda:
     data = DataSource(x[keep], y[keep], batch_size, seed=r.seed, device=base.device)
     replay = ReplaySource(frozen, others, batch_size, seed=r.seed) if gamma and others else None
     student = VAEAdapter(frozen_copy(base).model.train().requires_grad_(True))
-    result = selective_amnesia(student, data, replay, fisher, cfg, run_dir=run_dir, progress=progress)
+    result = selective_amnesia(student, data, replay, fisher, cfg, run_dir=run_dir, progress=progress,
+                               desc="fine-tuning" + (" + EWC" if lmbda else "") + (" + replay" if replay else ""))
     return student, result
