@@ -10,24 +10,14 @@ The target (issue 2) is a speed-up of at least 20x with agreement to 1e-5.
 from __future__ import annotations
 
 import argparse
-import platform
-import time
 
 import torch
+from common import machine, timed
 
 from sa_utils.adapters import VAEAdapter
 from sa_utils.fisher import diagonal_fisher
 from sa_utils.models import CVAE
 from sa_utils.replay import model_samples
-
-
-def timed(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
 
 
 def main() -> None:
@@ -42,8 +32,7 @@ def main() -> None:
     adapter = VAEAdapter(CVAE().eval())
     batches = list(model_samples(adapter, range(10), args.samples, args.batch, seed=args.seed))
     n_params = sum(p.numel() for p in adapter.model.parameters())
-    print(f"CVAE with {n_params:,} parameters, {args.samples:,} samples, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"CVAE with {n_params:,} parameters, {args.samples:,} samples, {machine()}")
 
     t_fast, fast = timed(lambda: diagonal_fisher(adapter, batches, method="linear", seed=args.seed, progress=False), args.repeats)
     t_loop, loop = timed(lambda: diagonal_fisher(adapter, batches, method="loop", seed=args.seed, progress=False), 1)

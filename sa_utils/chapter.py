@@ -1,19 +1,23 @@
 """The code every chapter opens with: pick the mode, set the style, say what will run."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
 import torch
 
 from .plotting import set_style
 from .runtime import cache_dir, data_dir, default_device, resolve_mode
-from .zoo import MNISTRecipe, recipe
+from .zoo import recipe as mnist_recipe
 
 
-def setup(mode: str | None = None, **overrides) -> MNISTRecipe:
+def setup(mode: str | None = None, recipe: Callable[..., Any] = mnist_recipe, **overrides) -> Any:
     """Resolve quick/full mode, apply the book's figure style, and print the run settings.
 
     ``mode=None`` means ``$SA_MODE`` if set, else full on a GPU and quick on a CPU.
+    ``recipe`` is the part's recipe function: :func:`sa_utils.zoo.recipe` (Part I, the
+    default) or :func:`sa_utils.zoo_ddpm.recipe` (Part II).
     """
     set_style()
     r = recipe(resolve_mode(mode), **overrides)
@@ -22,3 +26,12 @@ def setup(mode: str | None = None, **overrides) -> MNISTRecipe:
     knobs = {k: v for k, v in asdict(r).items() if k != "mode"}
     print("settings: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
     return r
+
+
+def table(header, rows):
+    """A small HTML table for a notebook (pandas is not a dependency of the book)."""
+    from IPython.display import HTML
+
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
+    return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

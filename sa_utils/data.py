@@ -43,6 +43,26 @@ def load_mnist(train: bool = True, root: str | Path | None = None, download: boo
     return images, ds.targets.clone().long()
 
 
+
+def load_cifar10(train: bool = True, root: str | Path | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return CIFAR-10 as ``(images, labels)``: float images in [0, 1] of shape ``[N, 3, 32, 32]``.
+
+    Same conventions as :func:`load_mnist`: ``root`` defaults to ``$SA_DATA_DIR`` and a
+    failed download ends in an error that says where the files belong.
+    """
+    root = Path(root) if root is not None else data_dir()
+    folder = root / "cifar-10-batches-py"
+    try:
+        ds = datasets.CIFAR10(str(root), train=train, download=download and not folder.exists())
+    except Exception as err:
+        raise DataNotFoundError(
+            f"CIFAR-10 is not in {folder} and could not be downloaded ({type(err).__name__}: {err}).\n"
+            "Fix: extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into "
+            f"{root}, so that {folder}/data_batch_1 exists, or point SA_DATA_DIR at a folder that has it."
+        ) from err
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.long)
+
 class TensorBatches:
     """Endless shuffled mini-batches of ``(x, y)`` tensors, one epoch after another."""
 

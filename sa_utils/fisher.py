@@ -176,11 +176,12 @@ def sq_grad_sum_vmap(adapter: GenerativeAdapter, batch: Batch, chunk_size: int =
     per_sample_grad = vmap(grad(one_loss), in_dims=(None, 0))
     out = {n: torch.zeros_like(p) for n, p in params.items()}
     n = len(batch["x"])
-    for start in range(0, n, chunk_size):
-        chunk = {k: v[start : start + chunk_size] for k, v in batch.items()}
-        grads = per_sample_grad(params, chunk)
-        for k, g in grads.items():
-            out[k].add_(g.pow(2).sum(0))
+    with adapter.per_sample_grad_mode():
+        for start in range(0, n, chunk_size):
+            chunk = {k: v[start : start + chunk_size] for k, v in batch.items()}
+            grads = per_sample_grad(params, chunk)
+            for k, g in grads.items():
+                out[k].add_(g.pow(2).sum(0))
     return {k[len("model."):]: v for k, v in out.items()}
 
 

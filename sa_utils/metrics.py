@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .adapters.base import GenerativeAdapter
 
@@ -64,11 +65,11 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @torch.no_grad()
 def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per_class: int,
-                       seed: int = 0, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+                       seed: int = 0, batch_size: int = 1000, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_per_class`` samples of each class, with a fixed generator so models are comparable."""
     g = torch.Generator().manual_seed(seed)
     xs, cs = [], []
-    for cls in classes:
+    for cls in tqdm(list(classes), desc="sampling", unit="class", disable=not progress, leave=False):
         for i in range(0, n_per_class, batch_size):
             c = torch.full((min(batch_size, n_per_class - i),), int(cls), dtype=torch.long)
             xs.append(adapter.sample(c, g).cpu())
@@ -78,20 +79,36 @@ def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per
 
 def evaluate_forgetting(adapter: GenerativeAdapter, classifier: nn.Module, forget: Sequence[int] | int,
                         n_classes: int = 10, n_per_class: int = 1000, seed: int = 0,
-                        real: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
-    """All Part I metrics for one model.
+                        real: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = False) -> dict[str, float]:
+    """All forgetting and remembering metrics for one model, on ``n_per_class`` fresh samples per class.
 
-    Returns ``entropy_forget`` and ``p_forget`` (on samples of the forgotten classes; absent
-    when ``forget`` is empty),
-    ``acc_remember`` (on samples of the others), ``acc_<k>`` per class, and with ``real``
-    test data ``fd_remember``: the Frechet distance to real images of the remembered classes.
+    See :func:`evaluate_samples` for what is returned.
     """
+    forget = _check_forget(forget, n_classes)
+    x, c = generate_per_class(adapter, range(n_classes), n_per_class, seed, progress=progress)
+    return evaluate_samples(x, c, classifier, forget, n_classes, real)
+
+
+def _check_forget(forget: Sequence[int] | int, n_classes: int) -> list[int]:
     forget = [forget] if isinstance(forget, int) else list(forget)
     bad = [c for c in forget if not 0 <= c < n_classes]
     if bad:
         raise ValueError(f"forgotten classes must lie in [0, {n_classes - 1}], got {bad}")
-    remember = [c for c in range(n_classes) if c not in forget]
-    x, c = generate_per_class(adapter, range(n_classes), n_per_class, seed)
+    return forget
+
+
+def evaluate_samples(x: torch.Tensor, c: torch.Tensor, classifier: nn.Module, forget: Sequence[int] | int,
+                     n_classes: int = 10, real: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """Metrics of generated images ``x`` with the conditions ``c`` they were generated for.
+
+    Returns ``entropy_forget`` and ``p_forget`` (on samples of the forgotten classes; absent
+    when ``forget`` is empty), ``acc_remember`` (on samples of the others), ``acc_<k>`` per
+    class, and with ``real`` test data ``fd_remember``: the Frechet distance to real images of
+    the remembered classes in the classifier's feature space.
+    """
+    forget = _check_forget(forget, n_classes)
+    remember = [k for k in range(n_classes) if k not in forget]
+    c = c.cpu()
     probs, feats = classify(classifier, x)
     is_f = torch.isin(c, torch.tensor(forget, dtype=torch.long))
     out = {}
@@ -100,7 +117,8 @@ def evaluate_forgetting(adapter: GenerativeAdapter, classifier: nn.Module, forge
         out["p_forget"] = float(probs[is_f][torch.arange(int(is_f.sum())), c[is_f]].mean())
     out["acc_remember"] = accuracy(probs[~is_f], c[~is_f])
     for k in range(n_classes):
-        out[f"acc_{k}"] = accuracy(probs[c == k], c[c == k])
+        if (c == k).any():
+            out[f"acc_{k}"] = accuracy(probs[c == k], c[c == k])
     if real is not None:
         xr, yr = real
         keep = torch.isin(yr, torch.tensor(remember, dtype=torch.long))

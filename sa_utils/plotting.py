@@ -20,16 +20,17 @@ def set_style() -> None:
 
 
 def make_grid(images: torch.Tensor, nrow: int, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
-    """Tile ``[N, 1, H, W]`` images into one array, ``nrow`` images per row."""
+    """Tile ``[N, C, H, W]`` images (C = 1 or 3) into one ``[H', W']`` or ``[H', W', 3]`` array."""
     images = images.detach().cpu().float().clamp(0, 1)
-    n, _, h, w = images.shape
+    n, ch, h, w = images.shape
     ncol = nrow
     nrows = (n + ncol - 1) // ncol
-    grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, dtype=np.float32)
+    grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, ch), pad_value, dtype=np.float32)
     for i in range(n):
         r, c = divmod(i, ncol)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = images[i, 0].numpy()
-    return grid
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = \
+            images[i].permute(1, 2, 0).numpy()
+    return grid[..., 0] if ch == 1 else grid
 
 
 def show_images(images: torch.Tensor, nrow: int, ax=None, title: str | None = None):

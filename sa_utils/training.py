@@ -79,3 +79,79 @@ def classifier_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
 
     probs, _ = classify(model, x, batch_size)
     return accuracy(probs, y)
+
+
+def train_ddpm(adapter, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 5e-4,
+               cond_drop: float = 0.1, ema_decay: float = 0.999, warmup: int = 200, grad_clip: float = 1.0,
+               seed: int = 0, checkpoint: str | Path | None = None, checkpoint_every: int = 500,
+               progress: bool = True, desc: str = "DDPM") -> list[float]:
+    """Train a class-conditional DDPM (``adapter``: a :class:`~sa_utils.adapters.ddpm.DDPMAdapter`).
+
+    Each step draws a batch of real images (with replacement, reproducible per step), replaces
+    each label by the null class with probability ``cond_drop`` (what classifier-free guidance
+    needs), and takes an Adam step on the mean noise-prediction loss, with a linear warm-up
+    and gradient clipping. An exponential moving average of the weights (diffusers'
+    ``EMAModel``) is kept; at the end the EMA weights are copied into the model, which is
+    what gets sampled and saved. Returns the mean loss of every 100 steps. With
+    ``checkpoint``, the run saves weights, EMA, optimizer and losses every
+    ``checkpoint_every`` steps and resumes from there.
+    """
+    from diffusers.training_utils import EMAModel
+
+    from .data import DataSource
+    from .runtime import step_generator
+
+    model = adapter.model
+    device = adapter.device
+    params = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    ema = EMAModel(params, decay=ema_decay, use_ema_warmup=False)
+    losses: list[float] = []
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        tensors, meta = load_tensors(checkpoint, device=device)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for shadow, n in zip(ema.shadow_params, names):
+            shadow.copy_(tensors[f"ema.{n}"])
+        ema.optimization_step = int(meta["step"])
+        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        losses, start = list(meta["losses"]), int(meta["step"])
+    data = DataSource(x, y, batch_size, seed=seed, device=device)
+    null = adapter.null_class
+    model.train()
+    window: list[float] = []
+    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress)
+    for step in range(start, steps):
+        g = step_generator(seed + 17, step)
+        batch = data(step)
+        drop = torch.rand(batch_size, generator=g) < cond_drop
+        batch["c"] = torch.where(drop.to(device), torch.full_like(batch["c"], null), batch["c"])
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / max(warmup, 1))
+        loss = adapter.loss(adapter.draw_noise(batch, g)).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate"
+                                     + (f" (the last checkpoint is {checkpoint})" if checkpoint else ""))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        ema.step(params)
+        window.append(loss.item())
+        if len(window) == 100 or step + 1 == steps:
+            losses.append(sum(window) / len(window))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            window = []
+        bar.update(1)
+        done = step + 1
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
+            opt_t, opt_m = optimizer_to_tensors(optimizer)
+            tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
+                       **{f"ema.{n}": s for n, s in zip(names, ema.shadow_params)}, **opt_t}
+            save_tensors(checkpoint, tensors, {"optimizer": opt_m, "losses": losses, "step": done})
+    bar.close()
+    ema.copy_to(params)
+    model.eval()
+    return losses

@@ -1,6 +1,7 @@
 """The adapter interface every model implements (chapter 5 explains why one is enough)."""
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -48,6 +49,14 @@ class GenerativeAdapter(ABC):
     def config(self) -> dict[str, Any]:
         """JSON-able description of the model, stored with checkpoints and Fisher files."""
         return {"model": type(self.model).__name__}
+
+    def per_sample_grad_mode(self):
+        """Context manager active while :mod:`sa_utils.fisher` takes per-sample gradients with ``vmap``.
+
+        Adapters override it to swap in kernels that ``torch.func.vmap`` can batch (e.g. plain
+        attention instead of a fused kernel without a batching rule); the result must not change.
+        """
+        return contextlib.nullcontext()
 
     def loss_with_noise(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.loss(self.draw_noise(batch, generator))

@@ -1,5 +1,5 @@
 """The networks of the book: the paper's conditional VAE and the evaluation classifier."""
-from .classifier import MNISTClassifier
+from .classifier import CIFARClassifier, MNISTClassifier
 from .cvae import CVAE, CVAEConfig
 
-__all__ = ["CVAE", "CVAEConfig", "MNISTClassifier"]
+__all__ = ["CIFARClassifier", "CVAE", "CVAEConfig", "MNISTClassifier"]

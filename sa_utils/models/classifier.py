@@ -36,3 +36,32 @@ class MNISTClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits."""
         return self.fc2(self.dropout(self.features(x)))
+
+
+class CIFARClassifier(nn.Module):
+    """Evaluation CNN for CIFAR-10 (Part II full mode): three conv blocks, 256-d features.
+
+    Same interface as :class:`MNISTClassifier` (``features`` and ``fc2``), so the metrics
+    of :mod:`sa_utils.metrics` -- entropy, P(forgotten class), accuracy and the Frechet
+    distance in its feature space, which works offline -- apply unchanged.
+    """
+
+    feature_dim = 256
+
+    def __init__(self, n_classes: int = 10, dropout: float = 0.3):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+
+        self.body = nn.Sequential(block(3, 64), block(64, 128), block(128, 256))
+        self.fc1 = nn.Linear(256, self.feature_dim)
+        self.fc2 = nn.Linear(self.feature_dim, n_classes)
+        self.dropout = nn.Dropout(dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(self.body(x).mean((2, 3))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.features(x)))

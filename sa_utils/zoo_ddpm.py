@@ -1,0 +1,273 @@
+"""Load-before-you-train recipes for the diffusion chapter (Part II).
+
+Quick mode is MNIST on a CPU: a 1.06M-parameter class-conditional UNet whose trained
+weights ship with the package (``sa_utils/weights``, listed in ``MANIFEST.json`` with
+their sha256 and the command that made them), so the chapter forgets in minutes.
+Full mode is the paper's CIFAR-10 setting on a GPU. Every expensive result is cached in
+:func:`sa_utils.runtime.cache_dir` under a name derived from its settings.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .adapters.ddpm import DDPMAdapter
+from .amnesia import SAConfig, SAResult, selective_amnesia
+from .checkpoint import CheckpointError, load_model, load_tensors, save_model
+from .data import load_cifar10, load_mnist
+from .fisher import DiagonalFisher, diagonal_fisher
+from .models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
+from .replay import frozen_copy
+from .runtime import cache_dir, default_device, resolve_mode
+from .surrogates import ForgetSource, uniform_noise
+from .training import train_ddpm
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
+
+
+@dataclass(frozen=True)
+class DDPMRecipe:
+    """Every run-size knob of Part II; ``full`` follows the authors' CIFAR-10 settings."""
+
+    mode: str
+    dataset: str
+    unet: UNetConfig
+    train_steps: int
+    train_batch: int
+    train_lr: float
+    ema_decay: float
+    pool_per_class: int
+    """Samples per class drawn once from the pretrained model: the base model's evaluation,
+    the Fisher's samples and the replay pool all come from this one draw."""
+    fisher_samples: int
+    sa_steps: int
+    sa_batch: int
+    sa_lr: float
+    eval_per_class: int
+    lmbda: float = 10.0
+    gamma: float = 1.0
+    grad_clip: float = 1.0
+    cond_drop: float = 0.1
+    guidance_scale: float = 2.0
+    sample_steps: int = 25
+    num_train_timesteps: int = 1000
+    seed: int = 0
+
+    def train_settings(self) -> dict:
+        return {"dataset": self.dataset, "unet": self.unet.to_dict(), "steps": self.train_steps,
+                "batch": self.train_batch, "lr": self.train_lr, "ema": self.ema_decay, "cond_drop": self.cond_drop,
+                "T": self.num_train_timesteps, "seed": self.seed}
+
+    def sa_config(self, **overrides) -> SAConfig:
+        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr,
+                       grad_clip=self.grad_clip, seed=self.seed, checkpoint_every=max(self.sa_steps // 10, 50))
+        return replace(cfg, **overrides)
+
+
+RECIPES = {
+    "quick": DDPMRecipe("quick", "mnist", MNIST_UNET, train_steps=6_000, train_batch=64, train_lr=5e-4,
+                        ema_decay=0.999, pool_per_class=100, fisher_samples=1_000, sa_steps=400, sa_batch=32,
+                        sa_lr=1e-4, eval_per_class=100),
+    "full": DDPMRecipe("full", "cifar10", CIFAR_UNET, train_steps=200_000, train_batch=128, train_lr=2e-4,
+                       ema_decay=0.9999, pool_per_class=500, fisher_samples=5_000, sa_steps=20_000, sa_batch=128,
+                       sa_lr=1e-4, eval_per_class=500, sample_steps=50),
+}
+
+
+def recipe(mode: str | None = None, **overrides) -> DDPMRecipe:
+    return replace(RECIPES[resolve_mode(mode)], **overrides)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _dir(r: DDPMRecipe) -> Path:
+    path = cache_dir() / f"ddpm-{r.dataset}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@lru_cache(maxsize=2)
+def dataset(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] as ``[N, C, H, W]`` and integer labels."""
+    if name == "mnist":
+        return load_mnist(train)
+    if name == "cifar10":
+        return load_cifar10(train)
+    raise ValueError(f"unknown dataset {name!r}; use 'mnist' or 'cifar10'")
+
+
+def adapter_for(r: DDPMRecipe, model: torch.nn.Module) -> DDPMAdapter:
+    return DDPMAdapter(model, r.unet, num_train_timesteps=r.num_train_timesteps, guidance_scale=r.guidance_scale,
+                       sample_steps=r.sample_steps)
+
+
+def base_name(r: DDPMRecipe) -> str:
+    return f"ddpm-{r.dataset}-{r.train_steps // 1000}k-{_digest(r.train_settings())}.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The path of a checkpoint shipped in ``sa_utils/weights`` after checking its sha256, or None."""
+    path = WEIGHTS_DIR / name
+    if not path.exists():
+        return None
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+    entry = manifest.get(name)
+    if entry is None:
+        raise CheckpointError(f"{path} is not listed in {MANIFEST}; add it with scripts/train_base_ddpm.py")
+    digest = _sha256(path)
+    if digest != entry["sha256"]:
+        raise CheckpointError(f"{path} has sha256 {digest}, but {MANIFEST} says {entry['sha256']}: the file is "
+                              f"corrupt or was replaced. Restore it from git, or rebuild it with: {entry['command']}")
+    return path
+
+
+def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress: bool = True) -> DDPMAdapter:
+    """The class-conditional DDPM trained on all classes (theta*), EMA weights.
+
+    Looks for shipped weights first, then the cache; otherwise trains (resumably) and caches.
+    """
+    device = device or default_device()
+    torch.manual_seed(r.seed)
+    model = build_unet(r.unet).to(device)
+    name = base_name(r)
+    path = shipped_weights(name) or _dir(r) / name
+    if not path.exists():
+        x, y = dataset(r.dataset, True)
+        # the training checkpoint is named without the step count and kept, so a longer
+        # recipe (train_steps=...) continues from a shorter finished run
+        ckpt = _dir(r) / f"ddpm-{r.dataset}-train-{_digest({**r.train_settings(), 'steps': None})}.ckpt.safetensors"
+        adapter = adapter_for(r, model)
+        losses = train_ddpm(adapter, x, y, r.train_steps, r.train_batch, r.train_lr, r.cond_drop, r.ema_decay,
+                            seed=r.seed, checkpoint=ckpt, progress=progress)
+        save_model(model, path, {"settings": r.train_settings(), "losses_per_100_steps": losses})
+    load_model(model, path)
+    return adapter_for(r, model.eval().to(device))
+
+
+def training_curve(r: DDPMRecipe) -> list[float]:
+    """Mean training loss of every 100 steps, stored with the base checkpoint."""
+    path = shipped_weights(base_name(r)) or _dir(r) / base_name(r)
+    return load_tensors(path)[1]["losses_per_100_steps"]
+
+
+def pretrained_classifier(r: DDPMRecipe, progress: bool = True) -> torch.nn.Module:
+    """The independent evaluator: Part I's MNIST CNN, or a CIFAR-10 CNN trained here (cached)."""
+    if r.dataset == "mnist":
+        from . import zoo
+
+        return zoo.pretrained_classifier(zoo.recipe(r.mode), progress=progress)
+    from .models import CIFARClassifier
+    from .training import classifier_accuracy, classifier_loss, fit
+
+    epochs, batch, lr = 30, 128, 1e-3
+    path = _dir(r) / f"classifier-e{epochs}-s{r.seed}.safetensors"
+    device = default_device()
+    torch.manual_seed(r.seed)
+    model = CIFARClassifier().to(device)
+    if not path.exists():
+        x, y = dataset(r.dataset, True)
+        fit(model, classifier_loss, x, y, epochs, batch, lr, r.seed, checkpoint=path.with_suffix(".ckpt.safetensors"),
+            desc="classifier", progress=progress, lr_decay_every=10)
+        xt, yt = dataset(r.dataset, False)
+        save_model(model, path, {"epochs": epochs, "test_accuracy": classifier_accuracy(model, xt, yt)})
+        path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
+    load_model(model, path)
+    return model.eval()
+
+
+def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``r.pool_per_class`` guided samples of every class and of the null class, drawn once (cached).
+
+    Diffusion sampling costs ``2 x sample_steps`` network evaluations per image, so Part II
+    draws from the pretrained model once and uses the draw three times: to evaluate the base
+    model, to estimate the Fisher, and as the replay pool (see :func:`forget_class`).
+    """
+    from .metrics import generate_per_class
+
+    settings = {"base": base_name(r), "n": r.pool_per_class, "w": r.guidance_scale, "steps": r.sample_steps, "seed": r.seed}
+    path = _dir(r) / f"pool-{_digest(settings)}.safetensors"
+    if path.exists():
+        t, _ = load_tensors(path)
+        return t["x"], t["c"]
+    classes = list(range(r.unet.n_classes)) + [r.unet.null_class]
+    x, c = generate_per_class(base, classes, r.pool_per_class, seed=r.seed + 1, batch_size=250, progress=progress)
+    from .checkpoint import save_tensors
+
+    save_tensors(path, {"x": x, "c": c}, settings)
+    return x, c
+
+
+def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], method: str = "vmap",
+                progress: bool = True, chunk_size: int = 16) -> DiagonalFisher:
+    """Diagonal Fisher of the pretrained DDPM from ``r.fisher_samples`` of its own samples (cached).
+
+    One timestep and one noise draw per sample, per-sample squared gradients (``vmap``).
+    """
+    x, c = pool
+    n = min(r.fisher_samples, len(x))
+    path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-n{n}-s{r.seed}.safetensors"
+    if path.exists():
+        return DiagonalFisher.load(path, base.model)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(r.seed))[:n]
+    batches = ({"x": x[order[i:i + 100]], "c": c[order[i:i + 100]]} for i in range(0, n, 100))
+    fisher = diagonal_fisher(base, batches, method=method, seed=r.seed, total=n, progress=progress,
+                             vmap_chunk_size=chunk_size)
+    fisher.metadata["base"] = base_name(r)
+    fisher.save(path)
+    return fisher
+
+
+def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 fisher: DiagonalFisher | None = None, lmbda: float | None = None, gamma: float | None = None,
+                 steps: int | None = None, lr: float | None = None, progress: bool = True) -> tuple[DDPMAdapter, SAResult]:
+    """Selective Amnesia on a copy of the DDPM: class ``forget`` learns uniform noise.
+
+    The same :func:`~sa_utils.amnesia.selective_amnesia` routine as Part I. Replay batches
+    come from the pool of pretrained samples of the remembered classes *and* of the null
+    class, so the unconditional model that guidance relies on is remembered too.
+    ``lmbda=0`` drops EWC, ``gamma=0`` drops replay. Runs are cached and resume.
+    """
+    n = r.unet.n_classes
+    if not isinstance(forget, int) or not 0 <= forget < n:
+        raise ValueError(f"the class to forget must be an integer in 0..{n - 1}, got {forget!r}")
+    overrides = {k: float(v) for k, v in {"lmbda": lmbda, "gamma": gamma, "lr": lr}.items() if v is not None}
+    if steps is not None:
+        overrides["steps"] = int(steps)
+    cfg = r.sa_config(**overrides)
+    pool = pool if pool is not None else model_pool(base, r, progress)
+    if cfg.lmbda != 0 and fisher is None:
+        fisher = ddpm_fisher(base, r, pool, progress=progress)
+    settings = {"forget": forget, "sa": asdict(cfg), "batch": r.sa_batch, "base": base_name(r), "pool": r.pool_per_class,
+                "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0, "surrogate": "noise"}
+    run_dir = _dir(r) / "runs" / f"forget-{_digest(settings)}"
+    student = adapter_for(r, frozen_copy(base).model.train().requires_grad_(True))
+    shape = (r.unet.channels, r.unet.sample_size, r.unet.sample_size)
+    forget_src = ForgetSource(uniform_noise(shape), forget, r.sa_batch, seed=r.seed, device=base.device)
+    replay_src = None
+    if cfg.gamma:
+        from .data import DataSource
+
+        x, c = pool
+        keep = c != forget
+        replay_src = DataSource(x[keep], c[keep], r.sa_batch, seed=r.seed, device=base.device)
+    label = "SA" if (cfg.lmbda and cfg.gamma) else "surrogate" + (" + EWC" if cfg.lmbda else "") + (" + replay" if cfg.gamma else "")
+    result = selective_amnesia(student, forget_src, replay_src, fisher if cfg.lmbda else None, cfg, run_dir=run_dir,
+                               progress=progress, desc=label)
+    return student, result
