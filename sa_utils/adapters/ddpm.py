@@ -27,10 +27,10 @@ from .base import Batch, GenerativeAdapter
 class DDPMAdapter(GenerativeAdapter):
     def __init__(self, model: UNet2DModel, config: UNetConfig, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", guidance_scale: float = 2.0, sample_steps: int = 25,
-                 sample_batch: int = 500):
+                 sample_batch: int = 32):
         self.model, self.unet_config = model, config
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                             clip_sample=True)
+                                             clip_sample=False)
         self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.float()
         self.guidance_scale, self.sample_steps, self.sample_batch = float(guidance_scale), int(sample_steps), int(sample_batch)
 
@@ -84,7 +84,12 @@ class DDPMAdapter(GenerativeAdapter):
 
     # ------------------------------------------------------------------ sampling
     def sampler(self, steps: int | None = None) -> DDIMScheduler:
-        """A fresh DDIM scheduler on the training noise schedule (eta = 0: deterministic given x_T)."""
+        """A fresh DDIM scheduler on the training noise schedule (eta = 0: deterministic given x_T).
+
+        ``clip_sample`` stays off: clipping the predicted clean image to [-1, 1] at every step
+        interacts badly with guidance (measured: guided digits collapse into blobs); the
+        final image is clamped to [0, 1] instead.
+        """
         sched = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing", set_alpha_to_one=False)
         sched.set_timesteps(steps or self.sample_steps)
         return sched
@@ -92,7 +97,12 @@ class DDPMAdapter(GenerativeAdapter):
     @torch.no_grad()
     def sample(self, c: torch.Tensor, generator: torch.Generator | None = None, steps: int | None = None,
                guidance_scale: float | None = None) -> torch.Tensor:
-        """Images in ``[0, 1]`` for conditions ``c``, in chunks of ``sample_batch``."""
+        """Images in ``[0, 1]`` for conditions ``c``, in chunks of ``sample_batch``.
+
+        Small chunks are faster on a CPU (measured on 2 cores: 94 ms per guided 25-step image
+        in chunks of 32, 202 ms in chunks of 250); the initial noise is drawn for all of ``c``
+        first, so the chunk size changes the images only by float rounding.
+        """
         self.check_condition(c)
         w = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         cfg = self.unet_config
