@@ -35,7 +35,7 @@ unit: venv
 	$(PY) -m pytest tests -m "not slow"
 
 benchmark: venv
-	$(PY) benchmarks/fisher_speed.py
+	$(PY) benchmarks/run.py
 
 clean:
 	rm -rf _build

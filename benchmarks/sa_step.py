@@ -1,63 +1,69 @@
-"""Benchmark: one Selective Amnesia step vs one plain fine-tuning step, time and peak memory.
+"""Benchmarks 2 and 4: one Selective Amnesia step vs one plain fine-tuning step, time and peak memory.
 
     python benchmarks/sa_step.py [--models cvae ddpm] [--steps 20] [--repeats 5]
 
 Both variants train a fresh copy of the same model on the *same* forget and replay batches
-with the same loss draws and Adam; the SA step is ``sa_utils.amnesia.selective_amnesia``
-itself (EWC gradient, NaN guard, logging), the fine-tuning step a bare
-``zero_grad / (loss_f + loss_r).backward() / step`` loop. Time per step is the median over
-interleaved repeats, so both see the same machine load. Peak memory is measured in a fresh
-subprocess per variant: on CUDA ``torch.cuda.max_memory_allocated``; on a CPU the growth of
-the process's peak resident set over its size before the model was built (model, batches,
-gradients, optimizer state, Fisher, theta*, activations).
+with the same loss noise and Adam. The SA step is ``sa_utils.amnesia.selective_amnesia``
+itself (EWC gradient, NaN guard, logging every 10 steps); the fine-tuning step is a bare
+``zero_grad / (loss_forget + loss_replay).backward() / step`` loop. Time per step is the
+median over interleaved repeats, so both see the same machine load.
+
+Peak memory is the peak of bytes held by live tensors during the run
+(:class:`common.PeakTensorMemory`): parameters, gradients, Adam state, activations and
+temporaries, plus the Fisher for SA, which SA needs and fine-tuning does not. Any EWC
+implementation must also hold theta*, so SA's floor is fine-tuning + 2 x parameter bytes;
+the table prints that floor next to the measured ratio.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import statistics
-import subprocess
-import sys
-import time
 import warnings
 
 import torch
-from common import machine
+from common import PeakTensorMemory, device, interleaved, machine, print_table
 
 from sa_utils.amnesia import SAConfig, selective_amnesia
 from sa_utils.fisher import DiagonalFisher
+from sa_utils.runtime import step_generator
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
+MODELS = ("cvae", "ddpm")
 BATCH = {"cvae": 256, "ddpm": 32}  # the authors' MNIST batch; Part II quick mode
 
 
-def build(model: str, device: torch.device):
+def build(model: str, dev: torch.device, width: float = 1.0):
+    """A fresh model; ``width`` scales the hidden sizes (the scaling benchmark)."""
     torch.manual_seed(0)
     if model == "cvae":
         from sa_utils.adapters import VAEAdapter
-        from sa_utils.models import CVAE
+        from sa_utils.models import CVAE, CVAEConfig
 
-        return VAEAdapter(CVAE().to(device)), (1, 28, 28)
+        base = CVAEConfig()
+        cfg = CVAEConfig(h_dims=tuple(max(8, int(h * width)) for h in base.h_dims), z_dim=base.z_dim)
+        return VAEAdapter(CVAE(cfg).to(dev)), (1, 28, 28)
+    from dataclasses import replace
+
     from sa_utils.adapters.ddpm import DDPMAdapter
     from sa_utils.models.unet import MNIST_UNET, build_unet
 
-    return DDPMAdapter(build_unet(MNIST_UNET).to(device), MNIST_UNET), (1, 28, 28)
+    cfg = replace(MNIST_UNET, block_out_channels=tuple(max(8, int(c * width)) for c in MNIST_UNET.block_out_channels))
+    return DDPMAdapter(build_unet(cfg).to(dev), cfg), (1, 28, 28)
 
 
-def make_batches(shape, n_steps: int, batch: int, device: torch.device):
+def make_batches(shape, n_steps: int, batch: int, dev: torch.device):
     g = torch.Generator().manual_seed(1)
-    forget = [{"x": torch.rand(batch, *shape, generator=g).to(device), "c": torch.zeros(batch, dtype=torch.long, device=device)}
+    forget = [{"x": torch.rand(batch, *shape, generator=g).to(dev), "c": torch.zeros(batch, dtype=torch.long, device=dev)}
               for _ in range(n_steps)]
-    replay = [{"x": torch.rand(batch, *shape, generator=g).to(device),
-               "c": torch.randint(1, 10, (batch,), generator=g).to(device)} for _ in range(n_steps)]
+    replay = [{"x": torch.rand(batch, *shape, generator=g).to(dev),
+               "c": torch.randint(1, 10, (batch,), generator=g).to(dev)} for _ in range(n_steps)]
     return forget, replay
 
 
 def fisher_for(adapter) -> DiagonalFisher:
     g = torch.Generator().manual_seed(2)
-    return DiagonalFisher({n: torch.rand(p.shape, generator=g) for n, p in adapter.trainable_parameters().items()}, 1)
+    return DiagonalFisher({n: torch.rand(p.shape, generator=g).to(p.device)
+                           for n, p in adapter.trainable_parameters().items()}, 1)
 
 
 def run_sa(adapter, forget, replay, fisher, steps: int) -> None:
@@ -66,8 +72,6 @@ def run_sa(adapter, forget, replay, fisher, steps: int) -> None:
 
 
 def run_finetune(adapter, forget, replay, steps: int) -> None:
-    from sa_utils.runtime import step_generator
-
     params = list(adapter.trainable_parameters().values())
     opt = torch.optim.Adam(params, lr=1e-4)
     adapter.model.train()
@@ -79,85 +83,75 @@ def run_finetune(adapter, forget, replay, steps: int) -> None:
         opt.step()
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_model(model: str, steps: int, repeats: int, device: torch.device) -> dict:
-    adapter, shape = build(model, device)
-    forget, replay = make_batches(shape, steps, BATCH[model], device)
+def step_times(model: str, steps: int, repeats: int, width: float = 1.0) -> dict:
+    dev = device()
+    adapter, shape = build(model, dev, width)
+    forget, replay = make_batches(shape, steps, BATCH[model], dev)
     fisher = fisher_for(adapter)
     state = {k: v.clone() for k, v in adapter.model.state_dict().items()}
-    times = {"finetune": [], "sa": []}
-    for rep in range(repeats + 1):  # the first round warms up and is not counted
-        for name in ("finetune", "sa") if rep % 2 else ("sa", "finetune"):
+
+    def fresh(fn):
+        def go():
             adapter.model.load_state_dict(state)
-            adapter.model.requires_grad_(True)
-            sync(device)
-            start = time.perf_counter()
-            if name == "sa":
+            fn()
+        return go
+
+    t = interleaved({"finetune": fresh(lambda: run_finetune(adapter, forget, replay, steps)),
+                     "sa": fresh(lambda: run_sa(adapter, forget, replay, fisher, steps))}, repeats)
+    return {"model": model, "params": sum(p.numel() for p in adapter.model.parameters()), "batch": BATCH[model],
+            "finetune_ms": 1e3 * t["finetune"] / steps, "sa_ms": 1e3 * t["sa"] / steps, "time_ratio": t["sa"] / t["finetune"]}
+
+
+def peak_memory(model: str, steps: int = 3, width: float = 1.0) -> dict:
+    dev = device()
+    out = {}
+    for variant in ("finetune", "sa"):
+        adapter, shape = build(model, dev, width)
+        forget, replay = make_batches(shape, steps, BATCH[model], dev)
+        fisher = fisher_for(adapter)
+        params = list(adapter.model.parameters())
+        with PeakTensorMemory(*params, *(fisher.values.values() if variant == "sa" else [])) as mem:
+            if variant == "sa":
                 run_sa(adapter, forget, replay, fisher, steps)
             else:
                 run_finetune(adapter, forget, replay, steps)
-            sync(device)
-            if rep:
-                times[name].append((time.perf_counter() - start) / steps)
-    ft, sa = statistics.median(times["finetune"]), statistics.median(times["sa"])
-    n = sum(p.numel() for p in adapter.model.parameters())
-    return {"model": model, "params": n, "batch": BATCH[model], "finetune_ms": 1e3 * ft, "sa_ms": 1e3 * sa, "time_ratio": sa / ft}
+        out[variant] = mem.peak
+    param_bytes = sum(p.numel() * p.element_size() for p in params)
+    return {"finetune_mib": out["finetune"] / 2**20, "sa_mib": out["sa"] / 2**20, "memory_ratio": out["sa"] / out["finetune"],
+            "memory_floor": (out["finetune"] + 2 * param_bytes) / out["finetune"]}
 
 
-def peak_memory(model: str, variant: str, steps: int, device: str) -> float:
-    """Peak bytes of one variant, measured in this (fresh) process."""
-    dev = torch.device(device)
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    adapter, shape = build(model, dev)
-    forget, replay = make_batches(shape, steps, BATCH[model], dev)
-    if variant == "sa":
-        run_sa(adapter, forget, replay, fisher_for(adapter), steps)
-    else:
-        run_finetune(adapter, forget, replay, steps)
-    if dev.type == "cuda":
-        return float(torch.cuda.max_memory_allocated())
-    return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_rss)
-
-
-def measure_memory(model: str, steps: int, device: str) -> dict:
-    out = {}
-    for variant in ("finetune", "sa"):
-        code = (f"import sys; sys.path.insert(0, 'benchmarks'); import sa_step; "
-                f"print(sa_step.peak_memory({model!r}, {variant!r}, {steps}, {device!r}))")
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        out[variant] = float(res.stdout.strip().splitlines()[-1])
-    return {"finetune_mb": out["finetune"] / 2**20, "sa_mb": out["sa"] / 2**20, "memory_ratio": out["sa"] / out["finetune"]}
-
-
-def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["cvae", "ddpm"], choices=["cvae", "ddpm"])
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--json", help="also write the rows to this JSON file")
-    args = p.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"SA step vs fine-tuning step, {args.steps} steps x {args.repeats} repeats, {device}, {machine()}")
+def run(models=MODELS, steps: int = 20, repeats: int = 5) -> list[dict]:
     rows = []
-    for model in args.models:
-        row = time_model(model, args.steps, args.repeats, device)
-        row.update(measure_memory(model, min(args.steps, 5), str(device)))
+    for m in models:
+        row = step_times(m, steps if m == "cvae" else max(2, steps // 4), repeats)
+        row.update(peak_memory(m))
         rows.append(row)
-    print(f"{'model':<6}{'params':>11}{'batch':>7}{'fine-tune ms':>14}{'SA ms':>9}{'ratio':>7}{'target':>8}"
-          f"{'FT MiB':>9}{'SA MiB':>9}{'ratio':>7}{'target':>8}")
-    for r in rows:
-        print(f"{r['model']:<6}{r['params']:>11,}{r['batch']:>7}{r['finetune_ms']:>14.1f}{r['sa_ms']:>9.1f}"
-              f"{r['time_ratio']:>7.2f}{'<=1.2':>8}{r['finetune_mb']:>9.1f}{r['sa_mb']:>9.1f}{r['memory_ratio']:>7.2f}{'<=1.3':>8}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
     return rows
+
+
+def table_rows(rows: list[dict]):
+    header = ["model", "parameters", "batch", "fine-tune ms/step", "SA ms/step", "time ratio", "target <= 1.2",
+              "fine-tune peak MiB", "SA peak MiB", "memory ratio", "EWC floor", "target <= 1.3"]
+    out = []
+    for r in rows:
+        mem_ok = r["memory_ratio"] <= 1.3
+        mem_status = "met" if mem_ok else ("**missed** (at the floor)" if r["memory_ratio"] <= r["memory_floor"] + 0.01
+                                           else "**missed**")
+        out.append([r["model"], f"{r['params']:,}", r["batch"], f"{r['finetune_ms']:.1f}", f"{r['sa_ms']:.1f}",
+                    f"{r['time_ratio']:.2f}", "met" if r["time_ratio"] <= 1.2 else "**missed**", f"{r['finetune_mib']:.1f}",
+                    f"{r['sa_mib']:.1f}", f"{r['memory_ratio']:.2f}", f"{r['memory_floor']:.2f}", mem_status])
+    return header, out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--steps", type=int, default=20, help="steps per timed run (the UNet runs a quarter as many)")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    rows = run(args.models, args.steps, args.repeats)
+    print_table(f"SA step vs fine-tuning step, {machine()}", *table_rows(rows))
 
 
 if __name__ == "__main__":

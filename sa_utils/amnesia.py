@@ -133,12 +133,13 @@ def selective_amnesia(
                     "or check the surrogate data for NaNs" + (f"; the last checkpoint is in {run_dir}" if run_dir else "") + "."
                 )
             loss.backward()
-            penalty = ewc.add_grad_(config.lmbda) if ewc is not None else 0.0
+            logged = step % config.log_every == 0 or step + 1 == config.steps
+            penalty = ewc.add_grad_(config.lmbda, with_value=logged) if ewc is not None else 0.0
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params.values(), config.grad_clip)
             optimizer.step()
             result.steps_done = step + 1
-            if step % config.log_every == 0 or step + 1 == config.steps:
+            if logged:
                 row = {"step": step, "forget_loss": loss_f.item(), "replay_loss": loss_r.item(),
                        "ewc_penalty": penalty, "total": loss.item() + config.lmbda * penalty}
                 result.history.append(row)

@@ -5,7 +5,9 @@
 (the 1/2 of the Laplace approximation is folded into lambda, as in the authors' code).
 The gradient, ``2 F (theta - theta*)``, is known in closed form, so :meth:`EWCPenalty.add_grad_`
 adds it straight into ``.grad`` with fused ``torch._foreach_*`` kernels: no autograd graph,
-no Python loop over elements, no copies of the model per step.
+no Python loop over elements, no copies of the model per step. F is kept as given (no copy
+when it is already on the parameters' device and dtype), so the memory SA needs beyond plain
+fine-tuning is theta* and F: two parameter-sized buffers, the least EWC can hold.
 """
 from __future__ import annotations
 
@@ -34,41 +36,50 @@ class EWCPenalty:
         self.params = [params[n] for n in self.names]
         src = anchor if anchor is not None else {n: p.detach() for n, p in params.items()}
         self.anchor = [src[n].detach().to(device=p.device, dtype=dtype or p.dtype).clone() for n, p in zip(self.names, self.params)]
-        # keep sqrt(F): penalty = sum ||sqrt(F) * d||^2 and grad = 2 sqrt(F) * (sqrt(F) * d)
-        self.sqrt_f = [values[n].to(device=p.device, dtype=dtype or p.dtype).clamp_min(0).sqrt() for n, p in zip(self.names, self.params)]
+        self.fisher = [values[n].detach().to(device=p.device, dtype=dtype or p.dtype) for n, p in zip(self.names, self.params)]
+        lowest = float(torch.stack([f.min() for f in self.fisher]).min())
+        if lowest < 0:
+            raise ValueError(f"the Fisher has a negative entry ({lowest:.3g}); a diagonal Fisher is a mean of squared "
+                             "gradients and is never negative. Recompute it (sa_utils.fisher.diagonal_fisher) or check the file.")
 
-    def _scaled_diff(self) -> list[torch.Tensor]:
+    def _diff(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(theta - theta*, F)`` as lists, in the parameters' dtype (one parameter-sized temporary)."""
         data = [p.detach() for p in self.params]
-        if self.anchor[0].dtype != data[0].dtype:
-            anchor = [a.to(d.dtype) for a, d in zip(self.anchor, data)]
-            sqrt_f = [s.to(d.dtype) for s, d in zip(self.sqrt_f, data)]
-        else:
-            anchor, sqrt_f = self.anchor, self.sqrt_f
-        diff = torch._foreach_sub(data, anchor)
-        torch._foreach_mul_(diff, sqrt_f)
-        return diff, sqrt_f
+        anchor, fisher = self.anchor, self.fisher
+        if anchor[0].dtype != data[0].dtype:
+            anchor = [a.to(d.dtype) for a, d in zip(anchor, data)]
+            fisher = [f.to(d.dtype) for f, d in zip(fisher, data)]
+        return torch._foreach_sub(data, anchor), fisher
+
+    @staticmethod
+    def _weighted_sq_sum(diff: list[torch.Tensor], fisher: list[torch.Tensor]) -> float:
+        """``sum_i F_i d_i^2``, one tensor at a time so the only temporary is one tensor's size."""
+        return float(sum(torch.vdot(d.flatten(), (f * d).flatten()) for d, f in zip(diff, fisher)))
 
     @torch.no_grad()
     def value(self) -> float:
         """The penalty ``sum_i F_i (theta_i - theta*_i)^2``."""
-        diff, _ = self._scaled_diff()
-        return float(torch.stack(torch._foreach_norm(diff)).pow(2).sum())
+        return self._weighted_sq_sum(*self._diff())
 
     @torch.no_grad()
-    def add_grad_(self, lmbda: float) -> float:
-        """Add ``lmbda * d/dtheta penalty`` to every parameter's ``.grad``; return the penalty."""
-        diff, sqrt_f = self._scaled_diff()
-        penalty = torch.stack(torch._foreach_norm(diff)).pow(2).sum()
-        torch._foreach_mul_(diff, sqrt_f)  # now F * (theta - theta*)
+    def add_grad_(self, lmbda: float, with_value: bool = False) -> float | None:
+        """Add ``lmbda * d/dtheta penalty = 2 lmbda F (theta - theta*)`` to every ``.grad``.
+
+        One parameter-sized temporary. Returns the penalty when ``with_value`` (a loop over the
+        tensors, run by the SA routine only on the steps it logs), else ``None``.
+        """
+        diff, fisher = self._diff()
+        value = self._weighted_sq_sum(diff, fisher) if with_value else None
+        torch._foreach_mul_(diff, fisher)  # in place: F (theta - theta*)
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         torch._foreach_add_([p.grad for p in self.params], diff, alpha=2.0 * lmbda)
-        return float(penalty)
+        return value
 
     def penalty_autograd(self) -> torch.Tensor:
         """Differentiable penalty (for tests and teaching; :meth:`add_grad_` is what training uses)."""
         total = 0.0
-        for p, a, s in zip(self.params, self.anchor, self.sqrt_f):
-            total = total + (s.to(p.dtype).pow(2) * (p - a.to(p.dtype)).pow(2)).sum()
+        for p, a, f in zip(self.params, self.anchor, self.fisher):
+            total = total + (f.to(p.dtype) * (p - a.to(p.dtype)).pow(2)).sum()
         return total

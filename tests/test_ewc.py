@@ -26,10 +26,25 @@ def test_closed_form_gradient_matches_autograd(tiny_vae):
     auto = torch.autograd.grad(7.0 * ewc.penalty_autograd(), list(params.values()))
     for p in params.values():
         p.grad = None
-    value = ewc.add_grad_(7.0)
+    value = ewc.add_grad_(7.0, with_value=True)
     assert value == pytest.approx(ewc.value(), rel=1e-6)
     for p, g in zip(params.values(), auto):
         torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+    for p in params.values():  # the default path (no value) adds the same gradient
+        p.grad = None
+    assert ewc.add_grad_(7.0) is None
+    for p, g in zip(params.values(), auto):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+
+
+def test_fisher_is_not_copied_and_negative_entries_are_rejected(tiny_vae):
+    params = tiny_vae.trainable_parameters()
+    values = {n: torch.rand_like(p) for n, p in params.items()}
+    ewc = EWCPenalty(params, values)
+    assert all(f.data_ptr() == values[n].data_ptr() for n, f in zip(ewc.names, ewc.fisher))
+    values[next(iter(values))][0] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        EWCPenalty(params, values)
 
 
 def test_penalty_is_zero_at_the_anchor_and_adds_to_existing_grads(tiny_vae):
@@ -37,7 +52,7 @@ def test_penalty_is_zero_at_the_anchor_and_adds_to_existing_grads(tiny_vae):
     ewc = EWCPenalty(params, {n: torch.ones_like(p) for n, p in params.items()})
     for p in params.values():
         p.grad = torch.ones_like(p)
-    assert ewc.add_grad_(100.0) == 0.0
+    assert ewc.add_grad_(100.0, with_value=True) == 0.0
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in params.values())
 
 
