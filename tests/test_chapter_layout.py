@@ -1,0 +1,55 @@
+"""Every chapter opens the way CONTRIBUTING.md says, so that it launches on Colab and tells
+the reader what a run costs; the back matter pages are in the book.
+
+Fast (reads the notebooks' JSON); the rendered pages are checked in tests/test_browser.py.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+DOCS = [ch["file"] for part in TOC["parts"] for ch in part["chapters"]]
+NOTEBOOKS = [ROOT / f"{doc}.ipynb" for doc in DOCS if (ROOT / f"{doc}.ipynb").exists()]
+
+
+def colab_url(path: Path) -> str:
+    repo = CONFIG["repository"]
+    owner_name = urlparse(repo["url"]).path.strip("/")
+    rel = "/".join(p for p in (repo.get("path_to_book", "").strip("/"), path.relative_to(ROOT).as_posix()) if p)
+    return f"{CONFIG['launch_buttons']['colab_url'].rstrip('/')}/github/{owner_name}/blob/{repo.get('branch', 'main')}/{rel}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_chapter_opens_with_running_note_and_colab_setup(notebook):
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    intro = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and intro.startswith("# "), "a chapter starts with its title"
+    assert "Running this chapter" in intro, "the first cell needs the 'Running this chapter' note"
+    note = " ".join(intro[intro.index("Running this chapter"):].split())  # line breaks as spaces
+    assert f"({colab_url(notebook)})" in note, f"the note's Colab link must be {colab_url(notebook)}"
+    for mode in ("Quick mode", "Full mode"):
+        assert mode in note, f"the note must state the expected {mode.lower()} run time"
+    assert "min" in note[note.index("Quick mode"):note.index("Full mode")], "quick mode needs a run time"
+
+    setup = next(c for c in cells if c["cell_type"] == "code")
+    lines = [line.strip() for line in "".join(setup["source"]).splitlines() if line.strip()]
+    guard = next((i for i, line in enumerate(lines) if line.startswith("if") and '"google.colab" in sys.modules' in line), None)
+    assert guard is not None, "the first code cell installs sa_utils only on Colab (`if \"google.colab\" in sys.modules:`)"
+    installs = [i for i, line in enumerate(lines) if "pip install" in line]
+    assert installs and all(i > guard for i in installs), "every install in the setup cell must sit under the Colab guard"
+    assert CONFIG["repository"]["url"] in "\n".join(lines[guard:]), "the setup cell installs sa_utils from this repository"
+
+
+def test_back_matter_pages_are_in_the_book():
+    back = next(part for part in TOC["parts"] if part["caption"] == "Back matter")["chapters"]
+    files = [ch["file"] for ch in back]
+    for page in ("book/glossary", "book/instructors", "book/bibliography"):
+        assert page in files and (ROOT / f"{page}.md").exists(), page
+    assert "```{glossary}" in (ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
