@@ -22,7 +22,7 @@ from sa_utils.fisher import diagonal_fisher
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
 SIZES = {"full": {"samples": (500, 2000, 8000, 32000), "loop_max": 2000, "widths": {"cvae": (0.5, 1, 2, 4), "ddpm": (0.5, 1, 1.5)},
-                  "fisher_n": {"cvae": 500, "ddpm": 64}, "steps": {"cvae": 10, "ddpm": 3}, "repeats": 3},
+                  "fisher_n": {"cvae": 500, "ddpm": 64}, "steps": {"cvae": 10, "ddpm": 4}, "repeats": 3},
          "smoke": {"samples": (100, 200), "loop_max": 100, "widths": {"cvae": (0.25, 0.5), "ddpm": (0.25,)},
                    "fisher_n": {"cvae": 50, "ddpm": 8}, "steps": {"cvae": 2, "ddpm": 2}, "repeats": 1}}
 
@@ -100,7 +100,10 @@ def plot(res: dict, path) -> None:
         ax[2].loglog(p, [r["sa_ms"] for r in rows], marker + "-", label=f"{model}: SA")
     ax[1].set(xlabel="parameters", ylabel="seconds per 1,000 samples", title="(b) Fisher vs model size")
     ax[2].set(xlabel="parameters", ylabel="ms per step", title="(c) training step vs model size")
+    from matplotlib.ticker import NullFormatter
+
     for a in ax:
+        a.xaxis.set_minor_formatter(NullFormatter())  # decade labels only: minor labels overlap
         a.legend(fontsize=8)
         a.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

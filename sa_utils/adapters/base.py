@@ -60,3 +60,23 @@ class GenerativeAdapter(ABC):
 
     def loss_with_noise(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.loss(self.draw_noise(batch, generator))
+
+
+@contextlib.contextmanager
+def plain_attention(model: nn.Module):
+    """Swap every diffusers ``Attention`` in ``model`` to the plain (matmul + softmax) processor.
+
+    PyTorch's fused CPU attention kernel has no ``torch.func.vmap`` batching rule, so vmap
+    would fall back to a slow per-sample loop; the plain processor computes the same
+    function. Adapters of diffusers models return this from :meth:`per_sample_grad_mode`.
+    """
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    saved = [(m, m.processor) for m in model.modules() if isinstance(m, Attention)]
+    try:
+        for m, _ in saved:
+            m.set_processor(AttnProcessor())
+        yield
+    finally:
+        for m, proc in saved:
+            m.set_processor(proc)

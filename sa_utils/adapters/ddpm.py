@@ -14,14 +14,13 @@ adapter maps them to the ``[-1, 1]`` range the diffusion model works in and back
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from ..models.unet import UNetConfig
-from .base import Batch, GenerativeAdapter
+from .base import Batch, GenerativeAdapter, plain_attention
 
 
 class DDPMAdapter(GenerativeAdapter):
@@ -47,23 +46,9 @@ class DDPMAdapter(GenerativeAdapter):
             raise ValueError(f"class ids must lie in [0, {k - 1}], or be {k} for the null (unconditional) class; "
                              f"got {sorted(set(c.tolist()))}")
 
-    @contextlib.contextmanager
     def per_sample_grad_mode(self):
-        """Plain (matmul + softmax) attention while vmap takes per-sample gradients.
-
-        PyTorch's fused CPU attention kernel has no vmap batching rule, so vmap would fall
-        back to a slow per-sample loop; the plain processor computes the same function.
-        """
-        from diffusers.models.attention_processor import Attention, AttnProcessor
-
-        saved = [(m, m.processor) for m in self.model.modules() if isinstance(m, Attention)]
-        try:
-            for m, _ in saved:
-                m.set_processor(AttnProcessor())
-            yield
-        finally:
-            for m, proc in saved:
-                m.set_processor(proc)
+        """Plain attention while vmap takes per-sample gradients (see :func:`.base.plain_attention`)."""
+        return plain_attention(self.model)
 
     # ------------------------------------------------------------------ loss
     def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
