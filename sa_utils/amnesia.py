@@ -47,6 +47,10 @@ class SAConfig:
     reduction: str = "sum"
     """How per-sample losses of a batch are combined: ``"sum"`` (the authors' code, so their
     lambda values carry over) or ``"mean"`` (then lambda weighs EWC against one sample's loss)."""
+    mixed_precision: str = "no"
+    """``"no"``, ``"bf16"`` or ``"fp16"``: autocast the losses (fp16 adds dynamic loss scaling)."""
+    ewc_dtype: str | None = None
+    """Store theta* and F in ``"float16"`` or ``"bfloat16"`` to halve EWC's memory (large models)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +98,10 @@ def selective_amnesia(
     params = adapter.trainable_parameters()
     if config.reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {config.reduction!r}")
+    if config.mixed_precision not in _AMP:
+        raise ValueError(f"mixed_precision must be one of {sorted(_AMP)}, got {config.mixed_precision!r}")
+    if config.ewc_dtype not in (None, "float16", "bfloat16", "float32"):
+        raise ValueError(f"ewc_dtype must be None, 'float16', 'bfloat16' or 'float32', got {config.ewc_dtype!r}")
     reduce = torch.sum if config.reduction == "sum" else torch.mean
     if not params:
         raise ValueError("nothing to train: no parameter of the model has requires_grad=True")
@@ -103,7 +111,11 @@ def selective_amnesia(
         raise ValueError(f"gamma={config.gamma} but no remember source was given; pass one or set gamma=0")
     if config.lmbda != 0 and fisher is None:
         raise ValueError(f"lmbda={config.lmbda} but no Fisher was given; pass one or set lmbda=0")
-    ewc = EWCPenalty(params, fisher.to(adapter.device), anchor) if use_ewc else None
+    ewc_dtype = getattr(torch, config.ewc_dtype) if config.ewc_dtype else None
+    ewc = EWCPenalty(params, fisher.to(adapter.device), anchor, dtype=ewc_dtype) if use_ewc else None
+    device_type = adapter.device.type
+    amp_dtype = _AMP[config.mixed_precision]
+    scaler = torch.amp.GradScaler(device_type, enabled=config.mixed_precision == "fp16")
 
     optimizer = torch.optim.Adam(params.values(), lr=config.lr)
     result = SAResult()
@@ -111,7 +123,7 @@ def selective_amnesia(
     settings = json.loads(json.dumps({"sa_config": config.to_dict(), "model_config": adapter.config(),
                                       "fisher_samples": fisher.n_samples if fisher is not None else 0}))
     if run_dir is not None:
-        result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result)
+        result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result, scaler)
 
     adapter.model.train()
     start = time.perf_counter()
@@ -120,24 +132,27 @@ def selective_amnesia(
         for step in range(result.resumed_from, config.steps):
             g = step_generator(config.seed + 104729, step)
             optimizer.zero_grad(set_to_none=True)
-            loss_f = reduce(adapter.loss(adapter.draw_noise(forget(step), g)))
-            loss = loss_f
-            loss_r = torch.zeros(())
-            if use_replay:
-                loss_r = reduce(adapter.loss(adapter.draw_noise(remember(step), g)))
-                loss = loss + config.gamma * loss_r
+            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss_f = reduce(adapter.loss(adapter.draw_noise(forget(step), g)).float())
+                loss = loss_f
+                loss_r = torch.zeros(())
+                if use_replay:
+                    loss_r = reduce(adapter.loss(adapter.draw_noise(remember(step), g)).float())
+                    loss = loss + config.gamma * loss_r
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay {loss_r.item():.4g}). "
                     "The model was not updated with it. Lower the learning rate or lambda, set grad_clip, "
                     "or check the surrogate data for NaNs" + (f"; the last checkpoint is in {run_dir}" if run_dir else "") + "."
                 )
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # true gradients from here on (a no-op without fp16)
             logged = step % config.log_every == 0 or step + 1 == config.steps
             penalty = ewc.add_grad_(config.lmbda, with_value=logged) if ewc is not None else 0.0
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params.values(), config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
+            scaler.update()
             result.steps_done = step + 1
             if logged:
                 row = {"step": step, "forget_loss": loss_f.item(), "replay_loss": loss_r.item(),
@@ -148,28 +163,33 @@ def selective_amnesia(
                     on_step(step, row)
             bar.update(1)
             if run_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-                _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result)
+                _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler)
     finally:
         bar.close()
         adapter.model.eval()
     result.seconds = time.perf_counter() - start
     if run_dir is not None:
-        _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result)
+        _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler)
         save_tensors(run_dir / FINAL, adapter.model.state_dict(), {**settings, "steps": result.steps_done})
     return result
 
 
-def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult) -> None:
+_AMP = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None) -> None:
     tensors = {f"model.{k}": v for k, v in adapter.model.state_dict().items()}
     if ewc is not None:  # theta* is part of the run: a resumed run must pull towards the same point
         tensors.update({f"anchor.{n}": a for n, a in zip(ewc.names, ewc.anchor)})
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     tensors.update(opt_tensors)
-    save_tensors(run_dir / CHECKPOINT, tensors, {**settings, "optimizer": opt_meta, "step": result.steps_done,
-                                                 "history": result.history})
+    meta = {**settings, "optimizer": opt_meta, "step": result.steps_done, "history": result.history}
+    if scaler is not None and scaler.is_enabled():
+        meta["grad_scaler"] = scaler.state_dict()
+    save_tensors(run_dir / CHECKPOINT, tensors, meta)
 
 
-def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult) -> int:
+def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None) -> int:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return 0
@@ -178,7 +198,8 @@ def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result
         if meta.get(key) != settings[key]:
             raise CheckpointError(f"{path} was made with {key}={meta.get(key)!r}, this run has {settings[key]!r}. "
                                   "Use a different run_dir, or delete the old one to start over.")
-    old, new = dict(meta["sa_config"]), dict(settings["sa_config"])
+    defaults = SAConfig().to_dict()  # fields added since the checkpoint was written take their defaults
+    old, new = {**defaults, **meta["sa_config"]}, {**defaults, **settings["sa_config"]}
     old.pop("steps"), new.pop("steps")  # extending a finished run is allowed
     if old != new:
         raise CheckpointError(f"{path} was made with SA settings {old}, this run has {new}. "
@@ -190,6 +211,8 @@ def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result
     optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
     if ewc is not None:
         ewc.anchor = [tensors[f"anchor.{n}"].to(a.dtype) for n, a in zip(ewc.names, ewc.anchor)]
+    if scaler is not None and scaler.is_enabled() and "grad_scaler" in meta:
+        scaler.load_state_dict(meta["grad_scaler"])
     result.history = list(meta.get("history", []))
     result.steps_done = int(meta["step"])
     return result.steps_done

@@ -1,0 +1,127 @@
+"""Step 3: the diagonal Fisher of a Stable Diffusion UNet over the replay set, sharded and resumable.
+
+The replay set is cut into chunks of ``chunk_size`` images; chunk ``k`` is handled by
+process ``k mod world_size`` (``accelerate launch --num_processes N`` splits the work; one
+process does it all without accelerate). For chunk ``k`` the VAE posterior draw, the
+timesteps and the noise all come from generators seeded by ``(seed, k)``, so every chunk's
+squared gradients are the same whichever process computes them. Each process keeps a
+running sum of per-sample squared gradients and saves it every ``checkpointing_steps``
+chunks (``partial-rank{r}-of{N}.safetensors``, with the chunks done); a rerun continues from
+there. When all are done, the main process adds the partial sums and writes
+``fisher.safetensors`` (a :class:`sa_utils.fisher.DiagonalFisher`). The result equals the
+one-process result up to the order of float additions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import load_tensors, save_tensors
+from ..fisher import DiagonalFisher, sq_grad_sum_loop, sq_grad_sum_vmap
+from ..runtime import step_generator
+from .common import claim_run_folder
+from .imagesets import load_image_set
+
+STEP = "fisher"
+FISHER_FILE = "fisher.safetensors"
+
+
+class _SingleProcess:
+    process_index, num_processes, is_main_process = 0, 1, True
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def chunk_batch(adapter, images: torch.Tensor, prompts: list[str], k: int, chunk_size: int, seed: int) -> dict:
+    """Latents and prompt embeddings of chunk ``k`` plus its loss noise, all seeded by ``(seed, k)``."""
+    lo, hi = k * chunk_size, min(len(images), (k + 1) * chunk_size)
+    dev = adapter.device
+    z = adapter.encode_images(images[lo:hi].to(dev), step_generator(seed, 2 * k, device=dev))
+    c = adapter.encode_prompts(prompts[lo:hi])
+    return adapter.draw_noise({"x": z, "c": c}, step_generator(seed, 2 * k + 1))
+
+
+def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_size: int = 4, method: str = "vmap",
+              seed: int = 0, checkpointing_steps: int = 50, state=None, progress: bool = True,
+              max_chunks: int | None = None) -> DiagonalFisher | None:
+    """Compute (or finish) the Fisher; returns it on the main process, ``None`` on the others.
+
+    ``max_chunks`` stops this call after that many new chunks (e.g. a time-limited session),
+    saving the partial sums; it then returns ``None`` and a later call continues.
+    """
+    if method not in ("vmap", "loop"):
+        raise ValueError(f"method must be 'vmap' (per-sample gradients in one vectorised pass) or 'loop', got {method!r}")
+    state = state or _SingleProcess()
+    rank, world = state.process_index, state.num_processes
+    images, prompts, set_settings = load_image_set(replay_dir)
+    n_chunks = (len(images) + chunk_size - 1) // chunk_size
+    settings = {"replay_set": str(Path(replay_dir).resolve()), "n_images": len(images), "chunk_size": chunk_size,
+                "seed": seed, "model_config": adapter.config()}
+    folder = Path(output_dir)
+    if state.is_main_process:
+        claim_run_folder(folder, settings, STEP)
+    state.wait_for_everyone()
+    claim_run_folder(folder, settings, STEP)  # every process checks (and fails) alike
+    final = folder / FISHER_FILE
+    if final.exists():
+        return DiagonalFisher.load(final, adapter.trainable_parameters()) if state.is_main_process else None
+
+    params = adapter.trainable_parameters()
+    partial = folder / f"partial-rank{rank}-of{world}.safetensors"
+    mine = list(range(rank, n_chunks, world))
+    done: list[int] = []
+    if partial.exists():
+        sums, meta = load_tensors(partial, device=adapter.device)
+        done = list(meta["chunks_done"])
+    else:
+        sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    fn = sq_grad_sum_loop if method == "loop" else (lambda a, b: sq_grad_sum_vmap(a, b, chunk_size))
+    was_training = adapter.model.training
+    adapter.model.eval()
+    bar = tqdm(total=len(mine), initial=len(done), desc=f"Fisher (rank {rank}/{world})", unit="chunk",
+               disable=not progress)
+    new = 0
+    try:
+        for k in mine:
+            if k in done:
+                continue
+            if max_chunks is not None and new >= max_chunks:
+                break
+            new += 1
+            for n, s in fn(adapter, chunk_batch(adapter, images, prompts, k, chunk_size, seed)).items():
+                sums[n].add_(s.float())
+            done.append(k)
+            bar.update(1)
+            if len(done) % checkpointing_steps == 0 or len(done) == len(mine):
+                save_tensors(partial, sums, {"chunks_done": done, "rank": rank, "world": world})
+    finally:
+        bar.close()
+        adapter.model.train(was_training)
+    if not mine:
+        save_tensors(partial, sums, {"chunks_done": [], "rank": rank, "world": world})
+    if len(done) < len(mine):  # stopped early by max_chunks
+        save_tensors(partial, sums, {"chunks_done": done, "rank": rank, "world": world})
+        return None
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return None
+    total = None
+    for r in range(world):
+        part, meta = load_tensors(folder / f"partial-rank{r}-of{world}.safetensors")
+        expected = list(range(r, n_chunks, world))
+        if sorted(meta["chunks_done"]) != expected:
+            raise RuntimeError(f"rank {r} of {world} finished chunks {sorted(meta['chunks_done'])[:5]}..., expected "
+                               f"{len(expected)} chunks; rerun the same command to finish")
+        total = part if total is None else {n: total[n] + part[n] for n in total}
+    values = {n: v / len(images) for n, v in total.items()}
+    for n, v in values.items():
+        if not torch.isfinite(v).all():
+            raise FloatingPointError(f"non-finite Fisher values in {n}: the UNet's loss overflowed on the replay set "
+                                     "(try --mixed_precision no)")
+    fisher = DiagonalFisher(values, len(images), {"method": method, "seed": seed, "model_config": adapter.config(),
+                                                   "replay_set": settings["replay_set"], "processes": world})
+    fisher.save(final)
+    return fisher

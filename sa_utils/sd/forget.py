@@ -1,0 +1,105 @@
+"""Step 4: Selective Amnesia on a Stable Diffusion UNet, with the one SA routine of Part I.
+
+The forget term trains the UNet to produce the *surrogate* images (e.g. "a middle aged man")
+when it is given the *forget prompt* (e.g. "brad pitt"); the replay term keeps it producing
+the replay images for their own generic prompts; EWC holds the weights the Fisher says
+matter. Surrogate and replay images are encoded once into latents (one posterior draw each,
+seeded) and their prompts into embeddings; every step then draws its batch from a generator
+seeded by ``(seed, step)``, so a resumed run sees the batches an uninterrupted run would.
+
+The run folder holds ``run/`` (checkpoints of :func:`sa_utils.amnesia.selective_amnesia`)
+and, when finished, ``pipeline/``: the whole pipeline with the new UNet, saved with
+``save_pretrained`` so that ``StableDiffusionPipeline.from_pretrained`` loads it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
+from ..fisher import DiagonalFisher
+from ..runtime import step_generator
+from .common import claim_run_folder
+from .imagesets import load_image_set
+
+STEP = "forget"
+
+
+@torch.no_grad()
+def encode_set(adapter, images: torch.Tensor, seed: int, batch_size: int = 16) -> torch.Tensor:
+    """Latents of a whole image set (kept on the CPU), one seeded posterior draw per batch."""
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc="encoding images", leave=False):
+        g = step_generator(seed, i, device=adapter.device)
+        out.append(adapter.encode_images(images[i:i + batch_size].to(adapter.device), g).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_unique(adapter, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(embeddings of the distinct prompts [P, L, D] on the CPU, index of each prompt [N])``."""
+    distinct = sorted(set(prompts))
+    emb = torch.cat([adapter.encode_prompts(distinct[i:i + 32]).float().cpu() for i in range(0, len(distinct), 32)])
+    where = {p: i for i, p in enumerate(distinct)}
+    return emb, torch.tensor([where[p] for p in prompts])
+
+
+class PairedSource:
+    """``source(step) -> {"x": latents, "c": embeddings}``: a seeded random batch of (latent, prompt) pairs."""
+
+    def __init__(self, latents: torch.Tensor, embeddings: torch.Tensor, prompt_index: torch.Tensor | None,
+                 batch_size: int, seed: int, device: torch.device, dtype: torch.dtype = torch.float32):
+        self.latents, self.embeddings, self.prompt_index = latents, embeddings, prompt_index
+        self.batch_size, self.seed, self.device, self.dtype = batch_size, seed, device, dtype
+
+    def __call__(self, step: int) -> dict[str, torch.Tensor]:
+        g = step_generator(self.seed, step)
+        idx = torch.randint(len(self.latents), (self.batch_size,), generator=g)
+        if self.prompt_index is None:  # forget prompts: any of them for any surrogate image
+            which = torch.randint(len(self.embeddings), (self.batch_size,), generator=g)
+        else:
+            which = self.prompt_index[idx]
+        return {"x": self.latents[idx].to(self.device, self.dtype), "c": self.embeddings[which].to(self.device, self.dtype)}
+
+
+def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, replay_dir: str | Path | None,
+              fisher: DiagonalFisher | None, output_dir: str | Path, config: SAConfig, batch_size: int = 4,
+              resume: bool = False, source: str = "", progress: bool = True) -> tuple[Path, SAResult]:
+    """Run (or resume) SA; returns ``(folder of the saved pipeline, result)``.
+
+    ``resume=False`` refuses to touch a folder that already holds a checkpoint (pass
+    ``resume=True``, the command line's ``--resume_from_checkpoint latest``, to continue it).
+    """
+    if not forget_prompts or not all(isinstance(p, str) and p.strip() for p in forget_prompts):
+        raise ValueError("give at least one non-empty forget prompt, e.g. 'brad pitt'")
+    folder = Path(output_dir)
+    settings = {"pipeline": str(source), "forget_prompts": list(forget_prompts), "surrogate_set": str(Path(surrogate_dir).resolve()),
+                "replay_set": str(Path(replay_dir).resolve()) if replay_dir else None, "batch_size": batch_size,
+                "train_method": adapter.train_method,
+                "sa": {k: v for k, v in asdict(config).items() if k != "steps"}}  # a resumed run may run longer
+    run_dir = folder / "run"
+    if (run_dir / CHECKPOINT).exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a checkpoint. Pass --resume_from_checkpoint latest to continue "
+                              "it, or choose another --output_dir.")
+    claim_run_folder(folder, settings, STEP)
+    dev = adapter.device
+    sur_images, _, _ = load_image_set(surrogate_dir)
+    forget_src = PairedSource(encode_set(adapter, sur_images, config.seed), encode_unique(adapter, forget_prompts)[0],
+                              None, batch_size, config.seed + 1, dev)
+    replay_src = None
+    if replay_dir is not None and config.gamma:
+        rep_images, rep_prompts, _ = load_image_set(replay_dir)
+        emb, index = encode_unique(adapter, rep_prompts)
+        replay_src = PairedSource(encode_set(adapter, rep_images, config.seed + 2), emb, index, batch_size, config.seed + 3, dev)
+    adapter.model.requires_grad_(False)
+    from ..adapters.sd import select_trainable
+
+    select_trainable(adapter.model, adapter.train_method)
+    result = selective_amnesia(adapter, forget_src, replay_src, fisher if config.lmbda else None, config,
+                               run_dir=run_dir, progress=progress, desc="Selective Amnesia (SD)")
+    out = folder / "pipeline"
+    adapter.pipeline.save_pretrained(out, safe_serialization=True)
+    return out, result
