@@ -1,0 +1,167 @@
+"""The five Stable Diffusion steps on a tiny SD-architecture pipeline saved in the diffusers format.
+
+Nothing is downloaded: the pipeline is built with random weights and saved to a folder,
+and every command loads it from there (``local_files_only``), as it would load SD v1.4.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from sa_utils.adapters.sd import StableDiffusionAdapter, select_trainable
+from sa_utils.checkpoint import CheckpointError
+from sa_utils.fisher import DiagonalFisher, diagonal_fisher
+from sa_utils.sd.__main__ import main as sd_main
+from sa_utils.sd.common import RunFolderError, load_pipeline
+from sa_utils.sd.imagesets import load_image_set
+
+warnings.filterwarnings("ignore", message=".*batching rule.*")
+FAST = ["--num_inference_steps", "2", "--guidance_scale", "3", "--no_progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from sa_utils.tinyworld.pipeline import build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny") / "pipeline"
+    build_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sets(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sets")
+    prompts = root / "replay.txt"
+    prompts.write_text("# generic prompts\na red ball\na tree on a hill\n\na person at the beach\na blue car\n")
+    m = ["--pretrained_model_name_or_path", str(tiny_model)]
+    assert sd_main(["images", *m, "--prompts_file", str(prompts), "--num_images_per_prompt", "2", "--shard_size", "3",
+                    "--batch_size", "2", "--output_dir", str(root / "replay"), *FAST]) == 0
+    assert sd_main(["images", *m, "--prompt", "a person with a hat", "--num_images_per_prompt", "4",
+                    "--output_dir", str(root / "surrogate"), *FAST]) == 0
+    return {"replay": root / "replay", "surrogate": root / "surrogate", "root": root}
+
+
+def test_adapter_train_methods_and_condition_checks(tiny_model):
+    pipe = load_pipeline(tiny_model)
+    a = StableDiffusionAdapter(pipe, "xattn")
+    assert a.trainable_parameters() and all(".attn2." in f".{n}" for n in a.trainable_parameters())
+    assert not any(p.requires_grad for p in pipe.text_encoder.parameters())
+    names = select_trainable(pipe.unet, "noxattn")
+    assert names and not any(".attn2." in f".{n}" for n in names)
+    with pytest.raises(ValueError, match="train_method"):
+        select_trainable(pipe.unet, "attention")
+    with pytest.raises(ValueError, match="prompt embeddings"):
+        a.draw_noise({"x": torch.zeros(2, 4, 8, 8), "c": torch.zeros(2, 3, dtype=torch.long)})
+
+
+def test_adapter_fisher_vmap_equals_loop_and_sampling_shapes(tiny_model):
+    a = StableDiffusionAdapter(load_pipeline(tiny_model), "full", sample_steps=2)
+    c = a.encode_prompts(["a red ball", "a person with a hat", "a tree", "a blue car"])
+    size = a.model.config.sample_size * 2 ** (len(a.pipeline.vae.config.block_out_channels) - 1)
+    z = a.encode_images(torch.rand(4, 3, size, size), torch.Generator().manual_seed(0))
+    batch = [{"x": z, "c": c}]
+    loop = diagonal_fisher(a, batch, method="loop", progress=False)
+    fast = diagonal_fisher(a, batch, method="vmap", vmap_chunk_size=2, progress=False)
+    scale = max(float(v.abs().max()) for v in loop.values.values())
+    assert max(float((fast.values[k] - loop.values[k]).abs().max()) for k in loop.values) / scale < 1e-4
+    x = a.sample(c[:3], torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, size, size) and 0 <= float(x.min()) and float(x.max()) <= 1
+
+
+def test_image_sets_are_sharded_seeded_and_refuse_other_settings(sets, tiny_model):
+    images, prompts, settings = load_image_set(sets["replay"])
+    assert images.shape[0] == 8 and len(prompts) == 8 and prompts[:2] == ["a red ball"] * 2
+    assert len(list(sets["replay"].glob("images-*.safetensors"))) == 3
+    with pytest.raises(RunFolderError, match="other settings"):
+        sd_main(["images", "--pretrained_model_name_or_path", str(tiny_model), "--prompt", "a cat",
+                 "--output_dir", str(sets["replay"]), *FAST])
+    # a lost shard is regenerated identically (image i is seeded by seed + i)
+    shard = sets["replay"] / "images-00001.safetensors"
+    before = load_image_set(sets["replay"])[0]
+    shard.unlink()
+    with pytest.raises(FileNotFoundError, match="unfinished"):
+        load_image_set(sets["replay"])
+    sd_main(["images", "--pretrained_model_name_or_path", str(tiny_model), "--prompts_file",
+             str(sets["root"] / "replay.txt"), "--num_images_per_prompt", "2", "--shard_size", "3", "--batch_size", "2",
+             "--output_dir", str(sets["replay"]), *FAST])
+    assert torch.equal(load_image_set(sets["replay"])[0], before)
+
+
+def _fisher(tiny_model, replay, out, extra=()):
+    return sd_main(["fisher", "--pretrained_model_name_or_path", str(tiny_model), "--replay_dir", str(replay),
+                    "--output_dir", str(out), "--chunk_size", "3", "--checkpointing_steps", "1", *extra, *FAST])
+
+
+@pytest.mark.slow
+def test_fisher_resumes_and_two_processes_equal_one(sets, tiny_model, tmp_path):
+    assert _fisher(tiny_model, sets["replay"], tmp_path / "f1") == 0
+    one = DiagonalFisher.load(tmp_path / "f1" / "fisher.safetensors")
+    assert one.n_samples == 8
+    # an interrupted run (two of three chunks done) resumes to the same result
+    from sa_utils.sd.fisher import sd_fisher
+
+    adapter = StableDiffusionAdapter(load_pipeline(tiny_model), "full")
+    assert sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, max_chunks=2,
+                     progress=False) is None
+    assert not (tmp_path / "f3" / "fisher.safetensors").exists()
+    resumed = sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, progress=False)
+    for k in one.values:
+        torch.testing.assert_close(resumed.values[k], one.values[k], rtol=1e-6, atol=1e-12)
+    # two CPU processes with accelerate
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # accelerate's multi-process launcher (torchrun underneath) also runs CPU processes (gloo)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sa_utils.sd", "fisher",
+           "--pretrained_model_name_or_path", str(tiny_model), "--replay_dir", str(sets["replay"]),
+           "--output_dir", str(tmp_path / "f2"), "--chunk_size", "3", *FAST]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    two = DiagonalFisher.load(tmp_path / "f2" / "fisher.safetensors")
+    assert two.metadata["processes"] == 2 and two.n_samples == 8
+    for k in one.values:
+        torch.testing.assert_close(two.values[k], one.values[k], rtol=1e-5, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
+    _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
+    args = ["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "Orla Brisk",
+            "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
+            "--fisher_path", str(tmp_path / "fisher"), "--train_method", "full", "--lmbda", "10",
+            "--learning_rate", "1e-3", "--train_batch_size", "2", "--checkpointing_steps", "2",
+            "--output_dir", str(tmp_path / "forget"), *FAST]
+    assert sd_main([*args, "--max_train_steps", "3"]) == 0
+    out = tmp_path / "forget" / "pipeline"
+    after = load_pipeline(out)
+    base = load_pipeline(tiny_model)
+    changed = [n for n, p in after.unet.named_parameters() if not torch.equal(p, dict(base.unet.named_parameters())[n])]
+    assert changed, "SA changed no UNet weight"
+    for part in ("vae", "text_encoder"):
+        for (n, p), q in zip(getattr(after, part).named_parameters(), getattr(base, part).parameters()):
+            assert torch.equal(p, q), f"{part}.{n} changed"
+    with pytest.raises(FileExistsError, match="resume_from_checkpoint"):
+        sd_main([*args, "--max_train_steps", "5"])
+    assert sd_main([*args, "--max_train_steps", "5", "--resume_from_checkpoint", "latest"]) == 0
+    meta = json.loads((tmp_path / "forget" / "settings.json").read_text())
+    assert meta["step"] == "forget"
+    # a Fisher over other parameters is refused with a clear message
+    bad = ["xattn" if a == "full" else a for a in args]
+    bad[bad.index("--output_dir") + 1] = str(tmp_path / "x")
+    with pytest.raises(CheckpointError, match="does not match"):
+        sd_main([*bad, "--max_train_steps", "1"])
+    # evaluation: grids and results for two pipelines and two prompt sets
+    (tmp_path / "forget.txt").write_text("Orla Brisk\nOrla Brisk at the beach\n")
+    (tmp_path / "other.txt").write_text("a red ball\n")
+    assert sd_main(["evaluate", "--pipeline", f"before={tiny_model}", "--pipeline", f"after={out}",
+                    "--prompt_set", f"forget={tmp_path / 'forget.txt'}", "--prompt_set", f"other={tmp_path / 'other.txt'}",
+                    "--output_dir", str(tmp_path / "eval"), *FAST]) == 0
+    res = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert res["after"]["forget"]["n_images"] == 2
+    assert (tmp_path / "eval" / "grid-forget.png").exists()
