@@ -4,7 +4,7 @@
 
 For each model both methods see the same samples, conditions and loss noise, so they must
 agree to float rounding. Printed per model: seconds per 1,000 samples of the loop, of the
-project's method (CVAE: the exact linear-layer identity; UNet: ``torch.func.vmap`` per-sample
+project's method (CVAE: the exact linear-layer identity; the UNets: ``torch.func.vmap`` per-sample
 gradients in chunks of 16) and of one plain batched forward+backward over the same samples
 (the practical lower bound: it yields the gradient of the batch sum, not per-sample squares),
 the speed-up over the loop, the ratio to the plain pass, and the largest difference from the
@@ -23,8 +23,9 @@ from sa_utils.fisher import diagonal_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
-MODELS = ("cvae", "ddpm")
-METHOD = {"cvae": ("linear", "linear-layer identity"), "ddpm": ("vmap", "vmap, chunks of 16")}
+MODELS = ("cvae", "ddpm", "sd")
+METHOD = {"cvae": ("linear", "linear-layer identity"), "ddpm": ("vmap", "vmap, chunks of 16"),
+          "sd": ("vmap", "vmap, chunks of 16")}
 
 
 def build(model: str, dev: torch.device, n: int, seed: int = 0):
@@ -39,6 +40,11 @@ def build(model: str, dev: torch.device, n: int, seed: int = 0):
 
         adapter = VAEAdapter(CVAE().to(dev).eval())
         return adapter, list(model_samples(adapter, range(10), n, 500, seed=seed))
+    if model == "sd":  # the tiny SD-architecture UNet of Part III on latents and prompt embeddings
+        adapter = tiny_sd_adapter(dev)
+        z = torch.randn(n, 4, adapter.model.config.sample_size, adapter.model.config.sample_size, generator=g).to(dev)
+        c = torch.randn(n, 77, adapter.model.config.cross_attention_dim, generator=g).to(dev)
+        return adapter, [{"x": z[i:i + 100], "c": c[i:i + 100]} for i in range(0, n, 100)]
     from sa_utils.adapters.ddpm import DDPMAdapter
     from sa_utils.models.unet import MNIST_UNET, build_unet
 
@@ -46,6 +52,14 @@ def build(model: str, dev: torch.device, n: int, seed: int = 0):
     x = torch.rand(n, 1, 28, 28, generator=g).to(dev)
     c = torch.randint(0, 11, (n,), generator=g).to(dev)
     return adapter, [{"x": x[i:i + 100], "c": c[i:i + 100]} for i in range(0, n, 100)]
+
+
+def tiny_sd_adapter(dev: torch.device, seed: int = 0):
+    """The book's tiny Stable Diffusion pipeline with random weights, all UNet weights trainable."""
+    from sa_utils.adapters.sd import StableDiffusionAdapter
+    from sa_utils.tinyworld.pipeline import build_pipeline
+
+    return StableDiffusionAdapter(build_pipeline(seed=seed).to(dev), "full")
 
 
 def plain_pass(adapter, batches, seed: int) -> None:

@@ -28,8 +28,8 @@ from sa_utils.runtime import step_generator
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
-MODELS = ("cvae", "ddpm")
-BATCH = {"cvae": 256, "ddpm": 32}  # the authors' MNIST batch; Part II quick mode
+MODELS = ("cvae", "ddpm", "sd")
+BATCH = {"cvae": 256, "ddpm": 32, "sd": 16}  # the authors' MNIST batch; Part II quick mode; tiny SD
 
 
 def build(model: str, dev: torch.device, width: float = 1.0):
@@ -42,6 +42,8 @@ def build(model: str, dev: torch.device, width: float = 1.0):
         base = CVAEConfig()
         cfg = CVAEConfig(h_dims=tuple(max(8, int(h * width)) for h in base.h_dims), z_dim=base.z_dim)
         return VAEAdapter(CVAE(cfg).to(dev)), (1, 28, 28)
+    if model == "sd":
+        return _tiny_sd(dev, width)
     from dataclasses import replace
 
     from sa_utils.adapters.ddpm import DDPMAdapter
@@ -51,8 +53,26 @@ def build(model: str, dev: torch.device, width: float = 1.0):
     return DDPMAdapter(build_unet(cfg).to(dev), cfg), (1, 28, 28)
 
 
+def _tiny_sd(dev: torch.device, width: float):
+    from dataclasses import replace
+
+    from sa_utils.adapters.sd import StableDiffusionAdapter
+    from sa_utils.tinyworld.pipeline import TINY, build_pipeline
+
+    cfg = replace(TINY, unet_channels=tuple(max(8, int(c * width)) for c in TINY.unet_channels))
+    adapter = StableDiffusionAdapter(build_pipeline(cfg, seed=0).to(dev), "full")
+    size = adapter.model.config.sample_size
+    return adapter, ("sd", 4, size, size, adapter.model.config.cross_attention_dim)
+
+
 def make_batches(shape, n_steps: int, batch: int, dev: torch.device):
     g = torch.Generator().manual_seed(1)
+    if shape[0] == "sd":  # latents and prompt embeddings (77 tokens)
+        _, ch, h, w, dim = shape
+
+        def one():
+            return {"x": torch.randn(batch, ch, h, w, generator=g).to(dev), "c": torch.randn(batch, 77, dim, generator=g).to(dev)}
+        return [one() for _ in range(n_steps)], [one() for _ in range(n_steps)]
     forget = [{"x": torch.rand(batch, *shape, generator=g).to(dev), "c": torch.zeros(batch, dtype=torch.long, device=dev)}
               for _ in range(n_steps)]
     replay = [{"x": torch.rand(batch, *shape, generator=g).to(dev),
@@ -124,7 +144,7 @@ def peak_memory(model: str, steps: int = 3, width: float = 1.0) -> dict:
 def run(models=MODELS, steps: int = 20, repeats: int = 5) -> list[dict]:
     rows = []
     for m in models:
-        row = step_times(m, steps if m == "cvae" else max(2, steps // 4), repeats)
+        row = step_times(m, steps if m != "ddpm" else max(2, steps // 4), repeats)
         row.update(peak_memory(m))
         rows.append(row)
     return rows
