@@ -32,6 +32,7 @@ def table(header, rows):
     """A small HTML table for a notebook (pandas is not a dependency of the book)."""
     from IPython.display import HTML
 
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
+    cell = "padding: 0.15em 0.7em; text-align: right"
+    head = "".join(f"<th style='{cell}'>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td style='{cell}'>{v}</td>" for v in row) + "</tr>" for row in rows)
     return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
