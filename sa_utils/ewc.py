@@ -7,7 +7,8 @@ The gradient, ``2 F (theta - theta*)``, is known in closed form, so :meth:`EWCPe
 adds it straight into ``.grad`` with fused ``torch._foreach_*`` kernels: no autograd graph,
 no Python loop over elements, no copies of the model per step. F is kept as given (no copy
 when it is already on the parameters' device and dtype), so the memory SA needs beyond plain
-fine-tuning is theta* and F: two parameter-sized buffers, the least EWC can hold.
+fine-tuning is theta* and F: two parameter-sized buffers, the least EWC can hold, plus a
+temporary of about 1/8 of the model while the gradient is added.
 """
 from __future__ import annotations
 
@@ -37,15 +38,19 @@ class EWCPenalty:
         src = anchor if anchor is not None else {n: p.detach() for n, p in params.items()}
         self.anchor = [src[n].detach().to(device=p.device, dtype=dtype or p.dtype).clone() for n, p in zip(self.names, self.params)]
         self.fisher = [values[n].detach().to(device=p.device, dtype=dtype or p.dtype) for n, p in zip(self.names, self.params)]
+        # the gradient is built group by group, so its temporary is at most ~1/8 of the model
+        # (or its largest tensor): a few fused kernels per group, no model-sized temporary
+        self.groups = _groups([p.numel() for p in self.params], parts=8)
         lowest = float(torch.stack([f.min() for f in self.fisher]).min())
         if lowest < 0:
             raise ValueError(f"the Fisher has a negative entry ({lowest:.3g}); a diagonal Fisher is a mean of squared "
                              "gradients and is never negative. Recompute it (sa_utils.fisher.diagonal_fisher) or check the file.")
 
-    def _diff(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """``(theta - theta*, F)`` as lists, in the parameters' dtype (one parameter-sized temporary)."""
-        data = [p.detach() for p in self.params]
-        anchor, fisher = self.anchor, self.fisher
+    def _diff(self, idx: range | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(theta - theta*, F)`` for the tensors ``idx`` (default all), in the parameters' dtype."""
+        idx = range(len(self.params)) if idx is None else idx
+        data = [self.params[i].detach() for i in idx]
+        anchor, fisher = [self.anchor[i] for i in idx], [self.fisher[i] for i in idx]
         if anchor[0].dtype != data[0].dtype:
             anchor = [a.to(d.dtype) for a, d in zip(anchor, data)]
             fisher = [f.to(d.dtype) for f, d in zip(fisher, data)]
@@ -59,23 +64,27 @@ class EWCPenalty:
     @torch.no_grad()
     def value(self) -> float:
         """The penalty ``sum_i F_i (theta_i - theta*_i)^2``."""
-        return self._weighted_sq_sum(*self._diff())
+        return sum(self._weighted_sq_sum(*self._diff(g)) for g in self.groups)
 
     @torch.no_grad()
     def add_grad_(self, lmbda: float, with_value: bool = False) -> float | None:
         """Add ``lmbda * d/dtheta penalty = 2 lmbda F (theta - theta*)`` to every ``.grad``.
 
-        One parameter-sized temporary. Returns the penalty when ``with_value`` (a loop over the
-        tensors, run by the SA routine only on the steps it logs), else ``None``.
+        The temporary is one group of tensors (about 1/8 of the model). Returns the penalty when
+        ``with_value`` (a loop over the tensors, run by the SA routine only on the steps it logs),
+        else ``None``.
         """
-        diff, fisher = self._diff()
-        value = self._weighted_sq_sum(diff, fisher) if with_value else None
-        torch._foreach_mul_(diff, fisher)  # in place: F (theta - theta*)
         for p in self.params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        torch._foreach_add_([p.grad for p in self.params], diff, alpha=2.0 * lmbda)
-        return value
+        value = 0.0
+        for g in self.groups:
+            diff, fisher = self._diff(g)
+            if with_value:
+                value += self._weighted_sq_sum(diff, fisher)
+            torch._foreach_mul_(diff, fisher)  # in place: F (theta - theta*)
+            torch._foreach_add_([self.params[i].grad for i in g], diff, alpha=2.0 * lmbda)
+        return value if with_value else None
 
     def penalty_autograd(self) -> torch.Tensor:
         """Differentiable penalty (for tests and teaching; :meth:`add_grad_` is what training uses)."""
@@ -83,3 +92,17 @@ class EWCPenalty:
         for p, a, f in zip(self.params, self.anchor, self.fisher):
             total = total + (f.to(p.dtype) * (p - a.to(p.dtype)).pow(2)).sum()
         return total
+
+
+def _groups(sizes: list[int], parts: int) -> list[range]:
+    """Consecutive index ranges whose total size is about ``sum(sizes) / parts`` (at least one tensor each)."""
+    target = max(max(sizes, default=0), -(-sum(sizes) // parts))
+    groups, start, acc = [], 0, 0
+    for i, n in enumerate(sizes):
+        if acc and acc + n > target:
+            groups.append(range(start, i))
+            start, acc = i, 0
+        acc += n
+    if start < len(sizes):
+        groups.append(range(start, len(sizes)))
+    return groups

@@ -60,3 +60,14 @@ def test_mismatched_fisher_is_rejected(tiny_vae):
     params = tiny_vae.trainable_parameters()
     with pytest.raises(ValueError, match="differ"):
         EWCPenalty(params, {"enc1.weight": torch.ones(1)})
+
+
+def test_gradient_groups_partition_the_tensors_and_bound_the_temporary():
+    from sa_utils.ewc import _groups
+
+    sizes = [5, 100, 3, 3, 40, 40, 40, 1, 60]
+    groups = _groups(sizes, parts=4)
+    assert [i for g in groups for i in g] == list(range(len(sizes)))
+    target = max(max(sizes), -(-sum(sizes) // 4))
+    assert all(sum(sizes[i] for i in g) <= target or len(g) == 1 for g in groups)
+    assert len(groups) > 1
