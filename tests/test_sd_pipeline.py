@@ -125,8 +125,9 @@ def test_fisher_resumes_and_two_processes_equal_one(sets, tiny_model, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     two = DiagonalFisher.load(tmp_path / "f2" / "fisher.safetensors")
     assert two.metadata["processes"] == 2 and two.n_samples == 8
-    for k in one.values:
-        torch.testing.assert_close(two.values[k], one.values[k], rtol=1e-5, atol=1e-12)
+    for k in one.values:  # equal up to float summation order (other processes, other thread counts)
+        scale = float(one.values[k].abs().max())
+        torch.testing.assert_close(two.values[k], one.values[k], rtol=1e-4, atol=1e-6 * scale)
 
 
 @pytest.mark.slow
