@@ -26,10 +26,10 @@ from .models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
 from .replay import frozen_copy
 from .runtime import cache_dir, default_device, resolve_mode
 from .surrogates import ForgetSource, uniform_noise
+from .shipped import MANIFEST, WEIGHTS_DIR  # noqa: F401  (used by scripts/train_base_ddpm.py)
+from .shipped import sha256 as _sha256  # noqa: F401
+from .shipped import shipped_file as shipped_weights
 from .training import train_ddpm
-
-WEIGHTS_DIR = Path(__file__).parent / "weights"
-MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
 
 
 @dataclass(frozen=True)
@@ -112,30 +112,6 @@ def adapter_for(r: DDPMRecipe, model: torch.nn.Module) -> DDPMAdapter:
 
 def base_name(r: DDPMRecipe) -> str:
     return f"ddpm-{r.dataset}-{r.train_steps // 1000}k-{_digest(r.train_settings())}.safetensors"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def shipped_weights(name: str) -> Path | None:
-    """The path of a checkpoint shipped in ``sa_utils/weights`` after checking its sha256, or None."""
-    path = WEIGHTS_DIR / name
-    if not path.exists():
-        return None
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-    entry = manifest.get(name)
-    if entry is None:
-        raise CheckpointError(f"{path} is not listed in {MANIFEST}; add it with scripts/train_base_ddpm.py")
-    digest = _sha256(path)
-    if digest != entry["sha256"]:
-        raise CheckpointError(f"{path} has sha256 {digest}, but {MANIFEST} says {entry['sha256']}: the file is "
-                              f"corrupt or was replaced. Restore it from git, or rebuild it with: {entry['command']}")
-    return path
 
 
 def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress: bool = True) -> DDPMAdapter:

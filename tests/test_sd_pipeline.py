@@ -166,3 +166,21 @@ def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert res["after"]["forget"]["n_images"] == 2
     assert (tmp_path / "eval" / "grid-forget.png").exists()
+
+
+def test_shipping_a_pipeline_checks_every_file(tiny_model, tmp_path, monkeypatch):
+    from sa_utils import shipped
+    from sa_utils.tinyworld import pipeline as tw
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "weights" / "MANIFEST.json")
+    assert tw.shipped_pipeline() is None
+    dst = tw.ship_pipeline(tiny_model, "python scripts/train_tiny_sd.py --test", {"steps": 0})
+    names = [n for n in shipped.manifest() if n.startswith("tiny-sd/")]
+    assert "tiny-sd/model_index.json" in names and any(n.endswith(".safetensors") for n in names)
+    pipe = tw.shipped_pipeline()
+    assert pipe.unet.config.cross_attention_dim == load_pipeline(tiny_model).unet.config.cross_attention_dim
+    weights = next(dst.glob("unet/*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
+    with pytest.raises(CheckpointError, match="train_tiny_sd.py --test"):
+        tw.shipped_pipeline()

@@ -247,3 +247,43 @@ def build_unet_from_config(config: dict[str, Any], device: str | torch.device = 
 
     with torch.device(device):
         return UNet2DConditionModel(**config)
+
+
+# -- the trained tiny pipeline shipped with the package -------------------------------------
+
+SHIPPED = "tiny-sd"
+"""Folder under ``sa_utils/weights`` holding the trained tiny pipeline (diffusers format)."""
+
+
+def ship_pipeline(folder: str | Path, command: str, settings: dict[str, Any]) -> Path:
+    """Copy a saved pipeline's files into ``sa_utils/weights/tiny-sd`` and list each in the manifest."""
+    import shutil
+
+    from ..shipped import WEIGHTS_DIR, record
+
+    src, dst = Path(folder), WEIGHTS_DIR / SHIPPED
+    if not (src / "model_index.json").exists():
+        raise FileNotFoundError(f"{src} is not a diffusers pipeline folder (no model_index.json)")
+    shutil.rmtree(dst, ignore_errors=True)
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.relative_to(src).parts[0].startswith("checkpoint-")
+             and p.suffix in (".json", ".safetensors", ".txt") and p.name not in ("logs.jsonl", "training_args.json")]
+    for p in files:
+        out = dst / p.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, out)
+        record(f"{SHIPPED}/{p.relative_to(src).as_posix()}", command, settings)
+    return dst
+
+
+def shipped_pipeline(scheduler: str | None = None, device: str | torch.device = "cpu"):
+    """The trained tiny pipeline shipped with the package, every file checked against the manifest,
+    or ``None`` when it is not shipped (train one with ``scripts/train_tiny_sd.py``)."""
+    from ..shipped import WEIGHTS_DIR, manifest, shipped_file
+
+    names = [n for n in manifest() if n.startswith(SHIPPED + "/")]
+    if not names:
+        return None
+    for n in names:
+        if shipped_file(n) is None:
+            raise FileNotFoundError(f"{WEIGHTS_DIR / n} is listed in the manifest but missing; restore it from git")
+    return load_pipeline(WEIGHTS_DIR / SHIPPED, scheduler, device)
