@@ -144,7 +144,7 @@ def test_the_shipped_manifest_matches_the_files():
     for name, entry in manifest.items():
         assert zoo_ddpm.shipped_weights(name) is not None
         assert (zoo_ddpm.WEIGHTS_DIR / name).stat().st_size <= 20 * 2**20
-        assert entry["command"].startswith("python scripts/")
+        assert "python scripts/" in entry["command"]
 
 
 def test_forget_class_rejects_bad_ids(cache):
