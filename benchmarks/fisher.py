@@ -100,15 +100,15 @@ def target(row: dict) -> tuple[str, bool | None]:
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
-    header = ["model", "parameters", "samples", "project's method", "loop s/1k", "project s/1k", "plain s/1k",
-              "vs loop", "vs plain", "max rel. diff", "target", "status"]
+    header = ["model (parameters)", "project's method", "loop s/1k", "project s/1k", "plain s/1k", "vs loop",
+              "vs plain", "max rel. diff", "target"]
     out = []
     for r in rows:
         goal, ok = target(r)
-        status = "-" if ok is None else ("met" if ok else "**missed**")
-        out.append([r["model"], f"{r['params']:,}", f"{r['samples']:,}", r["method"], f"{r['loop_s']:.2f}",
-                    f"{r['fast_s']:.3f}", f"{r['plain_s']:.3f}", f"{r['speedup']:.1f}x", f"{r['vs_plain']:.2f}x",
-                    f"{r['max_rel_diff']:.1e}", goal, status])
+        status = "" if ok is None else (": met" if ok else ": **missed**")
+        out.append([f"{r['model']} ({r['params'] / 1e6:.2f}M)", r["method"], f"{r['loop_s']:.2f}", f"{r['fast_s']:.3f}",
+                    f"{r['plain_s']:.3f}", f"{r['speedup']:.1f}x", f"{r['vs_plain']:.2f}x", f"{r['max_rel_diff']:.1e}",
+                    goal + status])
     return header, out
 
 

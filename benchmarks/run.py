@@ -104,7 +104,7 @@ def render(res: dict, args) -> str:
         "",
         "Seconds per 1,000 samples for the authors' method (one backward pass per sample), the project's method",
         "(chapter 3 for the CVAE's linear-layer identity; chapter 7 for the UNets' vectorised per-sample gradients)",
-        "and one plain batched forward+backward pass over the same samples, which is the practical lower bound:",
+        "and one plain batched forward+backward pass over the same 1,000 samples, which is the practical lower bound:",
         "it yields the gradient of the batch sum, not per-sample squares. Both Fisher methods see the same samples",
         "and noise; *max rel. diff* is their largest disagreement (per tensor, relative to its largest entry).",
         "",
