@@ -20,17 +20,18 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from ..models.unet import UNetConfig
-from .base import Batch, GenerativeAdapter, plain_attention
+from .base import Batch
+from .diffusion import DiffusionAdapter
 
 
-class DDPMAdapter(GenerativeAdapter):
+class DDPMAdapter(DiffusionAdapter):
     def __init__(self, model: UNet2DModel, config: UNetConfig, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", guidance_scale: float = 2.0, sample_steps: int = 25,
                  sample_batch: int = 32):
         self.model, self.unet_config = model, config
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                              clip_sample=False)
-        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.float()
+        self._init_schedule()
         self.guidance_scale, self.sample_steps, self.sample_batch = float(guidance_scale), int(sample_steps), int(sample_batch)
 
     # ------------------------------------------------------------------ conditions
@@ -46,24 +47,11 @@ class DDPMAdapter(GenerativeAdapter):
             raise ValueError(f"class ids must lie in [0, {k - 1}], or be {k} for the null (unconditional) class; "
                              f"got {sorted(set(c.tolist()))}")
 
-    def per_sample_grad_mode(self):
-        """Plain attention while vmap takes per-sample gradients (see :func:`.base.plain_attention`)."""
-        return plain_attention(self.model)
-
     # ------------------------------------------------------------------ loss
-    def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
-        self.check_condition(batch["c"])
-        x = batch["x"]
-        dev = generator.device if generator is not None else torch.device("cpu")
-        t = torch.randint(self.noise_scheduler.config.num_train_timesteps, (len(x),), generator=generator, device=dev)
-        eps = torch.randn(x.shape, generator=generator, device=dev)
-        return {**batch, "t": t.to(x.device), "eps": eps.to(x.device)}
-
     def loss(self, batch: Batch) -> torch.Tensor:
         x0 = batch["x"] * 2 - 1
         eps, t = batch["eps"], batch["t"]
-        ab = self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1)))
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+        xt = self.noisy(x0, eps, t)
         pred = self.model(xt, t, class_labels=batch["c"]).sample
         return (pred - eps).pow(2).flatten(1).mean(1)
 

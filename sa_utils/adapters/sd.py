@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Batch, GenerativeAdapter, plain_attention
+from .base import Batch
+from .diffusion import DiffusionAdapter
 
 TRAIN_METHODS = ("full", "xattn", "noxattn")
 
@@ -46,7 +47,7 @@ def select_trainable(unet: nn.Module, train_method: str) -> list[str]:
     return names
 
 
-class StableDiffusionAdapter(GenerativeAdapter):
+class StableDiffusionAdapter(DiffusionAdapter):
     def __init__(self, pipeline, train_method: str = "full", guidance_scale: float = 7.5, sample_steps: int = 50,
                  sample_batch: int = 8, height: int | None = None, width: int | None = None):
         from diffusers import DDPMScheduler
@@ -59,7 +60,7 @@ class StableDiffusionAdapter(GenerativeAdapter):
             frozen.requires_grad_(False).eval()
         # training noise schedule of the pipeline (its own scheduler may be a sampler such as PNDM)
         self.noise_scheduler = DDPMScheduler.from_config(pipeline.scheduler.config)
-        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.float()
+        self._init_schedule()
         self.prediction_type = self.noise_scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r}; use epsilon or v_prediction")
@@ -95,23 +96,12 @@ class StableDiffusionAdapter(GenerativeAdapter):
             raise ValueError(f"conditions must be prompt embeddings of shape [B, L, {dim}] (use encode_prompts), "
                              f"got dtype {c.dtype}, shape {tuple(c.shape)}")
 
-    def per_sample_grad_mode(self):
-        return plain_attention(self.model)
-
     # ------------------------------------------------------------------ loss
-    def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
-        self.check_condition(batch["c"])
-        x = batch["x"]
-        dev = generator.device if generator is not None else torch.device("cpu")
-        t = torch.randint(self.noise_scheduler.config.num_train_timesteps, (len(x),), generator=generator, device=dev)
-        eps = torch.randn(x.shape, generator=generator, device=dev, dtype=torch.float32)
-        return {**batch, "t": t.to(x.device), "eps": eps.to(x.device, x.dtype)}
-
     def loss(self, batch: Batch) -> torch.Tensor:
         """Per-sample ``mean (model output - target)^2`` at each sample's own ``t`` and noise."""
         z0, eps, t = batch["x"], batch["eps"], batch["t"]
-        ab = self.alphas_cumprod.to(z0.device)[t].view(-1, *([1] * (z0.dim() - 1))).to(z0.dtype)
-        zt = ab.sqrt() * z0 + (1 - ab).sqrt() * eps
+        ab = self._signal_level(z0, t)
+        zt = self.noisy(z0, eps, t)
         target = eps if self.prediction_type == "epsilon" else ab.sqrt() * eps - (1 - ab).sqrt() * z0
         pred = self.model(zt, t, encoder_hidden_states=batch["c"].to(zt.dtype)).sample
         return (pred.float() - target.float()).pow(2).flatten(1).mean(1)

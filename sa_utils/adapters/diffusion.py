@@ -1,0 +1,39 @@
+"""What every noise-prediction diffusion adapter shares (chapters 7 and 8): the loss's randomness
+and the forward noising ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``."""
+from __future__ import annotations
+
+import torch
+
+from .base import Batch, GenerativeAdapter, plain_attention
+
+
+class DiffusionAdapter(GenerativeAdapter):
+    """Base of :class:`~.ddpm.DDPMAdapter` and :class:`~.sd.StableDiffusionAdapter`.
+
+    Subclasses set ``self.model`` and ``self.noise_scheduler`` (a diffusers ``DDPMScheduler``)
+    and call :meth:`_init_schedule`.
+    """
+
+    def _init_schedule(self) -> None:
+        self.alphas_cumprod = self.noise_scheduler.alphas_cumprod.float()
+
+    def per_sample_grad_mode(self):
+        """Plain attention while vmap takes per-sample gradients (see :func:`.base.plain_attention`)."""
+        return plain_attention(self.model)
+
+    def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """One timestep ``t`` and one noise ``eps`` per sample (drawn on the generator's device)."""
+        self.check_condition(batch["c"])
+        x = batch["x"]
+        dev = generator.device if generator is not None else torch.device("cpu")
+        t = torch.randint(self.noise_scheduler.config.num_train_timesteps, (len(x),), generator=generator, device=dev)
+        eps = torch.randn(x.shape, generator=generator, device=dev, dtype=torch.float32)
+        return {**batch, "t": t.to(x.device), "eps": eps.to(x.device, x.dtype)}
+
+    def _signal_level(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """``alpha_bar_t`` shaped to broadcast over ``x0``."""
+        return self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+
+    def noisy(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = self._signal_level(x0, t)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
