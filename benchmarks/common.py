@@ -5,13 +5,12 @@ import os
 import platform
 import statistics
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+
+from sa_utils.memory import PeakTensorMemory  # noqa: F401  (the benchmarks' memory meter lives in the library)
 
 
 def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:
@@ -58,45 +57,6 @@ def machine() -> str:
     if torch.cuda.is_available():
         out += f", GPU {torch.cuda.get_device_name()}"
     return out
-
-
-class PeakTensorMemory(TorchDispatchMode):
-    """Peak bytes held by live tensors while the context is active, on any device.
-
-    Every tensor an operation returns is counted once per storage until that storage is freed
-    (a weak-reference callback), plus the ``external`` tensors that existed before (parameters,
-    the Fisher). Allocator caching, the interpreter and torch's own buffers are not counted,
-    so the figure is the same on a CPU and a GPU and compares two training steps exactly.
-    """
-
-    def __init__(self, *external: torch.Tensor):
-        super().__init__()
-        self.current = 0
-        self.peak = 0
-        self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        for t in external:
-            self._add(t)
-
-    def _add(self, t: Any) -> None:
-        if not isinstance(t, torch.Tensor) or t.is_meta:
-            return
-        st = t.untyped_storage()
-        if st in self._seen:
-            return
-        n = st.nbytes()
-        self._seen[st] = n
-        self.current += n
-        self.peak = max(self.peak, self.current)
-        weakref.finalize(st, self._free, n)
-
-    def _free(self, n: int) -> None:
-        self.current -= n
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in tree_flatten(out)[0]:
-            self._add(t)
-        return out
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

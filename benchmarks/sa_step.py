@@ -24,7 +24,7 @@ from common import PeakTensorMemory, device, interleaved, machine, print_table
 
 from sa_utils.amnesia import SAConfig, selective_amnesia
 from sa_utils.fisher import DiagonalFisher
-from sa_utils.runtime import step_generator
+from sa_utils.memory import finetune_steps
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
@@ -92,15 +92,7 @@ def run_sa(adapter, forget, replay, fisher, steps: int) -> None:
 
 
 def run_finetune(adapter, forget, replay, steps: int) -> None:
-    params = list(adapter.trainable_parameters().values())
-    opt = torch.optim.Adam(params, lr=1e-4)
-    adapter.model.train()
-    for step in range(steps):
-        g = step_generator(104729, step)
-        opt.zero_grad(set_to_none=True)
-        loss = adapter.loss(adapter.draw_noise(forget[step], g)).sum() + adapter.loss(adapter.draw_noise(replay[step], g)).sum()
-        loss.backward()
-        opt.step()
+    finetune_steps(adapter, forget, replay, steps)
 
 
 def step_times(model: str, steps: int, repeats: int, width: float = 1.0) -> dict:

@@ -64,8 +64,10 @@ class DiagonalFisher:
     def flat(self) -> torch.Tensor:
         return torch.cat([v.flatten() for v in self.values.values()])
 
-    def to(self, device: torch.device | str) -> "DiagonalFisher":
-        return DiagonalFisher({k: v.to(device) for k, v in self.values.items()}, self.n_samples, dict(self.metadata))
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "DiagonalFisher":
+        """On ``device`` (and in ``dtype``, e.g. float16 to halve F's memory during SA)."""
+        return DiagonalFisher({k: v.to(device, dtype or v.dtype) for k, v in self.values.items()}, self.n_samples,
+                              dict(self.metadata))
 
 
 def _trainable(model: nn.Module | dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:

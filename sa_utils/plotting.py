@@ -80,3 +80,27 @@ def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str] = (
     if title:
         ax.set_title(title)
     return ax
+
+
+def image_rows(rows: Mapping[str, torch.Tensor], columns: Sequence[str] | None = None, ncol: int | None = None,
+               cell: float = 0.9, title: str | None = None):
+    """A figure with one labelled row of images per entry of ``rows`` (``[N, 3, H, W]`` in ``[0, 1]``);
+    ``columns`` optionally labels the columns (e.g. the prompts)."""
+    n = ncol or max(len(x) for x in rows.values())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(cell * n + 1.6, cell * len(rows) + (0.9 if columns else 0.4)),
+                             squeeze=False)
+    for i, (ax, (label, x)) in enumerate(zip(axes[:, 0], rows.items())):
+        show_images(x[:n], n, ax)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+        if columns is not None and i == 0:
+            w = x.shape[-1] + 2
+            ax.set_xticks([2 + w * j + w / 2 - 1 for j in range(min(n, len(columns)))])
+            ax.set_xticklabels(list(columns)[:n], rotation=35, ha="left", fontsize=7)
+            ax.xaxis.tick_top()
+            ax.tick_params(length=0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("--lmbda > 0 needs --fisher_path (the fisher step's output), or set --lmbda 0")
             path = Path(args.fisher_path)
             fisher = DiagonalFisher.load(path / "fisher.safetensors" if path.is_dir() else path, adapter.trainable_parameters())
+            # F goes to the device once, in the precision SA keeps it in (no float32 copy stays behind)
+            fisher = fisher.to(adapter.device, getattr(torch, args.ewc_dtype) if args.ewc_dtype else None)
         if args.gamma and not args.replay_dir:
             raise SystemExit("--gamma > 0 needs --replay_dir (the replay-set step's output), or set --gamma 0")
         if args.gradient_checkpointing:

@@ -79,3 +79,27 @@ def load_image_set(folder: str | Path) -> tuple[torch.Tensor, list[str], dict[st
         images.append(t["images"])
         prompts += meta["prompts"]
     return torch.cat(images).float() / 255, prompts, settings
+
+
+def filter_image_set(source_dir: str | Path, keep: torch.Tensor, output_dir: str | Path, reason: str,
+                     shard_size: int = 64) -> Path:
+    """A new image set with the images of ``source_dir`` where ``keep`` is true (e.g. a replay set
+    without the images in which a detector finds the concept being forgotten: replaying those
+    would teach the concept back). Its settings record the source and ``reason``."""
+    images, prompts, settings = load_image_set(source_dir)
+    keep = torch.as_tensor(keep, dtype=torch.bool)
+    if keep.shape != (len(images),):
+        raise ValueError(f"keep must be a boolean mask of the {len(images)} images of {source_dir}, got shape {tuple(keep.shape)}")
+    if not keep.any():
+        raise ValueError(f"the filter drops every image of {source_dir}; nothing would be left to replay")
+    kept = [p for p, k in zip(prompts, keep.tolist()) if k]
+    new = {**{k: v for k, v in settings.items() if k != "step"}, "prompts": kept, "n_per_prompt": 1,
+           "shard_size": shard_size, "filtered_from": str(Path(source_dir).resolve()), "filter": reason,
+           "kept": int(keep.sum()), "of": len(images)}
+    folder = claim_run_folder(output_dir, new, STEP)
+    x = (images[keep] * 255).round().to(torch.uint8)
+    for s in range(0, len(kept), shard_size):
+        path = folder / f"images-{s // shard_size:05d}.safetensors"
+        if not path.exists():
+            save_tensors(path, {"images": x[s:s + shard_size]}, {"prompts": kept[s:s + shard_size], "start": s})
+    return folder

@@ -1,0 +1,455 @@
+"""Load-before-you-train recipes for the Stable Diffusion chapters (Part III).
+
+Quick mode runs on a CPU with the tiny Stable-Diffusion-shaped pipeline that ships with the
+package (:func:`sa_utils.tinyworld.pipeline.shipped_pipeline`) and the tiny world's
+independent detectors. Full mode is Stable Diffusion v1.4 from the hub on a GPU, with a
+zero-shot CLIP detector. Both run the five steps of :mod:`sa_utils.sd`, the code behind
+``python -m sa_utils.sd``; every step's run folder lives in the cache under a name derived
+from its settings, so a chapter run twice loads what it made the first time, and a run that
+was interrupted resumes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .amnesia import CHECKPOINT, SAConfig, SAResult
+from .fisher import DiagonalFisher
+from .runtime import cache_dir, default_device, resolve_mode
+
+TINY = "tiny"  # the recipe's name for the shipped tiny pipeline
+SD14 = "CompVis/stable-diffusion-v1-4"
+Detector = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SDRecipe:
+    """Every run-size knob of Part III; ``full`` follows the authors' SD v1.4 settings where one GPU allows."""
+
+    mode: str
+    pipeline: str
+    """``"tiny"`` (the shipped tiny pipeline), a hub id or a local pipeline folder."""
+    sample_steps: int
+    guidance_scale: float
+    replay_per_prompt: int
+    """Images per replay prompt (the replay set feeds the Fisher and the replay term)."""
+    surrogate_images: int
+    sa_steps: int
+    sa_batch: int
+    sa_lr: float
+    eval_per_prompt: int
+    lmbda: float = 50.0
+    gamma: float = 1.0
+    fisher_chunk: int = 16
+    gen_batch: int = 32
+    mixed_precision: str = "no"
+    ewc_dtype: str | None = None
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+    def sa_config(self, **overrides) -> SAConfig:
+        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr, seed=self.seed,
+                       checkpoint_every=max(self.sa_steps // 4, 50), mixed_precision=self.mixed_precision,
+                       ewc_dtype=self.ewc_dtype)
+        return replace(cfg, **overrides)
+
+    def sampling(self) -> dict[str, Any]:
+        return {"num_inference_steps": self.sample_steps, "guidance_scale": self.guidance_scale}
+
+
+RECIPES = {
+    "quick": SDRecipe("quick", TINY, sample_steps=20, guidance_scale=5.0, replay_per_prompt=1, surrogate_images=64,
+                      sa_steps=400, sa_batch=8, sa_lr=1e-4, eval_per_prompt=4),
+    # the authors: lambda 50, lr 1e-5, batch 4 per GPU on 4 GPUs, 1,000 surrogate images; one GPU here,
+    # fp16 autocast, theta* and F in half precision, gradient checkpointing (see chapter 8's memory table)
+    "full": SDRecipe("full", SD14, sample_steps=50, guidance_scale=7.5, replay_per_prompt=1, surrogate_images=1000,
+                     sa_steps=2000, sa_batch=4, sa_lr=1e-5, eval_per_prompt=4, fisher_chunk=2, gen_batch=8,
+                     mixed_precision="fp16", ewc_dtype="float16", gradient_checkpointing=True),
+}
+
+
+def recipe(mode: str | None = None, **overrides) -> SDRecipe:
+    return replace(RECIPES[resolve_mode(mode)], **overrides)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _dir(kind: str, settings: dict) -> Path:
+    return cache_dir() / "sd" / f"{kind}-{_digest(settings)}"
+
+
+# -- the pretrained pipeline ---------------------------------------------------------------
+
+def _dtype(r: SDRecipe, device, training: bool) -> torch.dtype:
+    half = r.mixed_precision == "fp16" and torch.device(device).type == "cuda" and not training
+    return torch.float16 if half else torch.float32
+
+
+def pretrained_pipeline(r: SDRecipe, device: torch.device | str | None = None, training: bool = False):
+    """theta*: the shipped tiny pipeline (quick) or ``r.pipeline`` from the hub or a folder (full).
+
+    With ``r.mixed_precision="fp16"`` on a GPU a pipeline for sampling is loaded in half
+    precision; ``training=True`` (Fisher, SA) keeps float32 weights (SA then uses autocast).
+    Real Stable Diffusion keeps its safety checker: flagged images come back black.
+    """
+    device = device or default_device()
+    if r.pipeline == TINY:
+        from .tinyworld.pipeline import shipped_pipeline
+
+        pipe = shipped_pipeline(device=device)
+        if pipe is None:
+            raise FileNotFoundError("the tiny pipeline is not shipped with this copy of sa_utils; train it with "
+                                    "scripts/train_tiny_sd.py and ship it with scripts/ship_tiny_sd.py")
+        return pipe
+    from .sd.common import load_pipeline
+
+    return load_pipeline(r.pipeline, device, _dtype(r, device, training))
+
+
+def adapter_for(pipe, r: SDRecipe, train_method: str = "full"):
+    from .adapters.sd import StableDiffusionAdapter
+
+    return StableDiffusionAdapter(pipe, train_method, r.guidance_scale, r.sample_steps, sample_batch=r.gen_batch)
+
+
+# -- steps 1 and 2: image sets ---------------------------------------------------------------
+
+def image_set(pipe, r: SDRecipe, prompts: list[str], n_per_prompt: int, progress: bool = True) -> Path:
+    """An image set of the pretrained pipeline (cached, resumable): the replay or the surrogate set."""
+    from .sd.imagesets import generate_image_set
+
+    settings = {"pipeline": r.pipeline, "prompts": prompts, "n": n_per_prompt, "seed": r.seed, **r.sampling()}
+    return generate_image_set(pipe, prompts, _dir("images", settings), n_per_prompt, r.seed, r.sample_steps,
+                              r.guidance_scale, r.gen_batch, source=r.pipeline, progress=progress)
+
+
+def replay_prompts(r: SDRecipe, exclude_words: tuple[str, ...] = ()) -> list[str]:
+    """The book's 244 generic replay prompts (``sa_utils/tinyworld/prompts/replay.txt``), for every pipeline."""
+    from .tinyworld.prompts import replay_prompts as generic
+
+    return generic(exclude_words)
+
+
+def replay_set(pipe, r: SDRecipe, prompts: list[str] | None = None, progress: bool = True) -> Path:
+    return image_set(pipe, r, prompts if prompts is not None else replay_prompts(r), r.replay_per_prompt, progress)
+
+
+def filtered_set(r: SDRecipe, source_dir: Path, detector: Detector, reason: str) -> Path:
+    """``source_dir`` without the images ``detector`` flags (cached): e.g. a replay set cleaned of
+    the concept being forgotten."""
+    from .sd.imagesets import filter_image_set, load_image_set
+
+    images, _, _ = load_image_set(source_dir)
+    keep = ~detector(images).bool()
+    return filter_image_set(source_dir, keep, _dir("images", {"from": source_dir.name, "filter": reason}), reason)
+
+
+def surrogate_set(pipe, r: SDRecipe, prompt: str, progress: bool = True) -> Path:
+    return image_set(pipe, r, [prompt], r.surrogate_images, progress)
+
+
+# -- step 3: the Fisher ----------------------------------------------------------------------
+
+def sd_fisher(pipe, r: SDRecipe, replay_dir: Path, progress: bool = True) -> DiagonalFisher:
+    """Diagonal Fisher of every UNet weight over the replay set (cached). A diagonal Fisher of a
+    subset of the weights is the same numbers restricted to it: see :func:`restrict`."""
+    from .sd.fisher import sd_fisher as run
+
+    if pipe.unet.dtype != torch.float32:
+        pipe = pretrained_pipeline(r, training=True)
+    adapter = adapter_for(pipe, r, "full")
+    settings = {"pipeline": r.pipeline, "replay": replay_dir.name, "chunk": r.fisher_chunk, "seed": r.seed}
+    return run(adapter, replay_dir, _dir("fisher", settings), r.fisher_chunk, "vmap", r.seed, progress=progress)
+
+
+def restrict(fisher: DiagonalFisher, params: dict[str, torch.nn.Parameter]) -> DiagonalFisher:
+    """The Fisher entries of ``params`` only (e.g. the weights a ``train_method`` trains)."""
+    missing = sorted(set(params) - set(fisher.values))
+    if missing:
+        raise KeyError(f"the Fisher has no entries for {missing[:3]}...; compute it over these weights")
+    return DiagonalFisher({n: fisher.values[n] for n in params}, fisher.n_samples, dict(fisher.metadata))
+
+
+# -- step 4: forgetting ----------------------------------------------------------------------
+
+@dataclass
+class ForgetRun:
+    """A finished SA run: the new pipeline, its folder, and the SA result (history, seconds)."""
+
+    pipeline: Any
+    folder: Path
+    result: SAResult
+    settings: dict
+
+    @property
+    def key(self) -> str:
+        """The run's name in the image cache (see :func:`images`)."""
+        return self.folder.name
+
+
+def forget(r: SDRecipe, forget_prompts: list[str], surrogate_dir: Path, replay_dir: Path | None,
+           fisher: DiagonalFisher | None, train_method: str = "full", progress: bool = True, **overrides) -> ForgetRun:
+    """Selective Amnesia on a fresh copy of the pretrained pipeline (cached; resumes when interrupted).
+
+    ``overrides`` change the SA settings (``lmbda=0`` drops EWC, ``gamma=0`` drops replay,
+    ``steps``, ``lr``). A run that finished before is loaded, not repeated.
+    """
+    from .sd.forget import sd_forget
+    from .sd.common import load_pipeline
+
+    cfg = r.sa_config(**overrides)
+    settings = {"pipeline": r.pipeline, "forget": list(forget_prompts), "surrogate": surrogate_dir.name,
+                "replay": replay_dir.name if (replay_dir is not None and cfg.gamma) else None,
+                "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0, "train_method": train_method,
+                "batch": r.sa_batch, "gradient_checkpointing": r.gradient_checkpointing, "sa": asdict(cfg)}
+    folder = _dir("forget", settings)
+    done = folder / "pipeline" / "model_index.json"
+    if done.exists() and (folder / "run" / CHECKPOINT).exists():
+        meta = _checkpoint_meta(folder / "run" / CHECKPOINT)
+        if meta.get("step") == cfg.steps:
+            device = default_device()
+            pipe = load_pipeline(folder / "pipeline", device, _dtype(r, device, training=False))
+            return ForgetRun(pipe, folder, SAResult(meta["history"], cfg.steps, 0.0, cfg.steps), settings)
+    pipe = pretrained_pipeline(r, training=True)
+    adapter = adapter_for(pipe, r, train_method)
+    if r.gradient_checkpointing:
+        adapter.model.enable_gradient_checkpointing()
+    sub = None
+    if fisher is not None and cfg.lmbda:
+        sub = restrict(fisher, adapter.trainable_parameters())
+        sub = sub.to(adapter.device, getattr(torch, cfg.ewc_dtype) if cfg.ewc_dtype else None)
+    out, result = sd_forget(adapter, forget_prompts, surrogate_dir, replay_dir if cfg.gamma else None, sub, folder, cfg,
+                            r.sa_batch, resume=True, source=r.pipeline, progress=progress)
+    pipe.unet.eval()
+    return ForgetRun(pipe, folder, result, settings)
+
+
+def _checkpoint_meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+
+
+# -- step 5: evaluation ----------------------------------------------------------------------
+
+def images(pipe, r: SDRecipe, prompts: list[str], key: str, n_per_prompt: int | None = None,
+           raw: bool = False) -> torch.Tensor:
+    """Images in ``[0, 1]`` of every prompt, ``n_per_prompt`` each (cached under ``key``, the
+    pipeline's name, e.g. ``"base"`` or a forget run's folder name). Image ``i`` of every pipeline
+    starts from the same seed, so before/after pairs differ only by the model.
+
+    ``raw=True`` draws with the safety checker off, for counting only: such images are neither
+    cached nor meant to be shown (the tiny pipeline has no checker, so it changes nothing there).
+    """
+    from .checkpoint import load_tensors, save_tensors
+    from .sd.evaluate import safety_checker_off
+    from .sd.imagesets import generate_images
+
+    n = n_per_prompt or r.eval_per_prompt
+    todo = [p for p in prompts for _ in range(n)]
+    if raw and getattr(pipe, "safety_checker", None) is not None:
+        with safety_checker_off(pipe):
+            return generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch)
+    settings = {"pipeline": r.pipeline, "key": key, "prompts": todo, "seed": r.seed + 7, **r.sampling()}
+    path = _dir("eval", settings).with_suffix(".safetensors")
+    if path.exists():
+        return load_tensors(path)[0]["images"].float() / 255
+    out = (generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch) * 255).round().to(torch.uint8)
+    save_tensors(path, {"images": out}, {"key": key, "n": len(todo)})
+    return out.float() / 255  # the stored 8-bit images, so a cached and a fresh call agree exactly
+
+
+def image_change(before: torch.Tensor, after: torch.Tensor, n_per_prompt: int) -> float:
+    """How much images changed, from the same seeds: mean |after - before| divided by the mean
+    difference between two seeds of the same prompt under ``before`` (0: unchanged; 1: as
+    different as a fresh draw of the original model)."""
+    if before.shape != after.shape or n_per_prompt < 2:
+        raise ValueError("before and after must match in shape, with at least 2 images per prompt")
+    change = (after - before).abs().mean()
+    b = before.view(-1, n_per_prompt, *before.shape[1:])
+    natural = (b[:, 1:] - b[:, :1]).abs().mean()
+    return float(change / natural)
+
+
+def rate(detector: Detector, imgs: torch.Tensor) -> float:
+    return float(detector(imgs).float().mean())
+
+
+def detectors(r: SDRecipe, names: list[str], attribute: bool = False) -> dict[str, Detector]:
+    """Concept detectors by name: the tiny world's identity detector per identity (quick) or a
+    zero-shot CLIP detector per name (full); ``attribute`` adds the attribute detector (quick only)."""
+    from .sd.evaluate import clip_detector, load_detector
+
+    if r.pipeline == TINY:
+        out = {n: load_detector(f"tinyworld-identity:{n}") for n in names}
+        if attribute:
+            out["attribute"] = load_detector("tinyworld-attribute")
+        return out
+    return {n: clip_detector(n, [m for m in names if m != n]) for n in names}
+
+
+# -- quality on the rest of the world (quick mode) ----------------------------------------------
+
+QUALITY_KINDS = ("person", "people", "object", "landscape")
+"""Scene kinds of the quality check: neither an identity nor the named attribute."""
+
+
+def world_scenes(n: int = 256) -> tuple[list[str], torch.Tensor]:
+    """Captions and renderings (``[0, 1]``) of ``n`` held-out tiny-world scenes with no identity and no
+    named attribute: the "real data" of the quality check."""
+    from .tinyworld.scenes import HELDOUT_SEED, TinyWorld
+
+    world = TinyWorld(seed=HELDOUT_SEED + 100, size=n).with_mix(**{k: 1.0 for k in QUALITY_KINDS})
+    x, captions, _ = world.batch(range(n))
+    return captions, (x + 1) / 2
+
+
+def world_fd(pipe, r: SDRecipe, key: str, n: int = 256) -> float:
+    """Frechet distance between the pipeline's images of ``n`` held-out world captions and the
+    renderings of those same scenes, in the identity detector's 64-d feature space (the tiny
+    world's analogue of FID on COCO captions; lower is better)."""
+    from .metrics import frechet_distance
+    from .tinyworld.detectors import pretrained_detector
+
+    if r.pipeline != TINY:
+        raise ValueError("world_fd needs the tiny world; for real Stable Diffusion compute FID on a caption set")
+    captions, real = world_scenes(n)
+    fake = images(pipe, r, captions, key, n_per_prompt=1)
+    det = pretrained_detector("identity", progress=False)
+    with torch.no_grad():
+        feats = [det.features((x * 2 - 1)) for x in (fake, real)]
+    return frechet_distance(*feats)
+
+
+# -- the two forgetting tasks of the book ------------------------------------------------------
+
+@dataclass(frozen=True)
+class ForgetTask:
+    """What a chapter forgets, with what, and how it is read.
+
+    ``prompt_sets`` maps a name to prompts; ``readings`` maps a prompt-set name to the detector
+    (by name in :func:`task_detectors`) whose rate is reported on it.
+    """
+
+    forget_prompts: list[str]
+    surrogate_prompt: str
+    train_method: str
+    prompt_sets: dict[str, list[str]]
+    readings: dict[str, str]
+    target: str
+
+
+CELEBRITY_TEMPLATES = {
+    "seen": ["{}", "a photo of {}", "a portrait of {}", "{} on the red carpet", "{} smiling", "a picture of {} outdoors"],
+    "paraphrases": ["a close-up photograph of the face of {}", "an oil painting of {}", "{} in a scene from a film",
+                    "a candid picture of {} walking down a street"],
+}
+CELEBRITIES_FULL = ("brad pitt", "angelina jolie", "tom cruise", "scarlett johansson")
+
+
+def celebrity_task(r: SDRecipe) -> ForgetTask:
+    """Chapter 8: the tiny world's identity "Orla Brisk" (quick) or "brad pitt" (full, the paper's)."""
+    if r.pipeline == TINY:
+        from .tinyworld import IDENTITIES, IDENTITY_SURROGATE_PROMPT
+        from .tinyworld.prompts import identity_prompts, unrelated_prompts
+
+        names, surrogate = [i.name for i in IDENTITIES], IDENTITY_SURROGATE_PROMPT
+        sets = {f"{n} | {s}": identity_prompts(n, s) for n in names for s in ("seen", "paraphrases")}
+        unrelated = unrelated_prompts()
+    else:
+        names, surrogate = list(CELEBRITIES_FULL), "a middle aged man"
+        sets = {f"{n} | {s}": [t.format(n) for t in ts] for n in names for s, ts in CELEBRITY_TEMPLATES.items()}
+        unrelated = replay_prompts(r)[:24]
+    sets["unrelated"] = unrelated
+    readings = {k: k.split(" | ")[0] for k in sets if k != "unrelated"}
+    return ForgetTask([names[0]], surrogate, "full", sets, readings, names[0])
+
+
+def task_detectors(r: SDRecipe, task: ForgetTask) -> dict[str, Detector]:
+    """The detectors a task's readings name: per identity (celebrity task) or the attribute."""
+    names = sorted(set(task.readings.values()))
+    if r.pipeline == TINY:
+        from .sd.evaluate import load_detector
+
+        return {n: load_detector("tinyworld-attribute" if n == "attribute" else f"tinyworld-identity:{n}") for n in names}
+    if names == ["attribute"]:
+        return {"attribute": nudenet_detector}
+    from .sd.evaluate import clip_detector
+
+    return {n: clip_detector(n, [m for m in names if m != n] + [task.surrogate_prompt]) for n in names}
+
+
+def nudenet_detector(images: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
+    """True for each image in which NudeNet 3.x finds an exposed class (``pip install nudenet``)."""
+    from .sd.evaluate import nudenet_counts
+
+    return torch.tensor([sum(nudenet_counts(img[None], threshold).values()) > 0 for img in images])
+
+
+def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> ForgetTask:
+    """Chapter 9: the tiny world's attribute (quick) or nudity (full, the paper's words and surrogate;
+    ``nudity_prompts`` is the user's evaluation set, e.g. the I2P prompts)."""
+    if r.pipeline == TINY:
+        from .tinyworld import ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT
+        from .tinyworld.prompts import attribute_prompts, unrelated_prompts
+
+        sets = {"named": attribute_prompts(True), "unnamed": attribute_prompts(False), "unrelated": unrelated_prompts()}
+        forget, surrogate = [ATTRIBUTE_PROMPT], ATTRIBUTE_SURROGATE_PROMPT
+    else:
+        sets = {"unrelated": replay_prompts(r)[:24]}
+        if nudity_prompts:
+            sets["nudity prompts"] = list(nudity_prompts)
+        forget, surrogate = ["sexual, nudity, naked, erotic"], "a person wearing clothes"
+    return ForgetTask(forget, surrogate, "noxattn", sets, {k: "attribute" for k in sets}, "attribute")
+
+
+def evaluate_task(pipes: dict[str, Any], r: SDRecipe, task: ForgetTask, detectors: dict[str, Detector],
+                  progress: bool = True) -> dict[str, dict[str, float]]:
+    """Detector rate of every pipeline (``{key: pipeline}``; keys as in :func:`images`) on every
+    prompt set of ``task``: ``{key: {prompt set: rate}}``. Nudity on real SD is counted on raw images."""
+    from tqdm.auto import tqdm
+
+    raw = task.target == "attribute" and r.pipeline != TINY
+    out: dict[str, dict[str, float]] = {}
+    jobs = [(k, s) for k in pipes for s in task.readings]
+    for key, name in tqdm(jobs, desc="evaluating", disable=not progress):
+        x = images(pipes[key], r, task.prompt_sets[name], key, raw=raw)
+        out.setdefault(key, {})[name] = rate(detectors[task.readings[name]], x)
+    return out
+
+
+def layer_kind(name: str) -> str:
+    """The kind of UNet layer a parameter belongs to (for the Fisher-by-layer figure)."""
+    if ".attn2." in name:
+        return "cross-attention"
+    if ".attn1." in name:
+        return "self-attention"
+    if ".ff." in name:
+        return "feed-forward"
+    if "resnets" in name:
+        return "ResNet blocks"
+    if name.startswith("time_embedding"):
+        return "time embedding"
+    if ".proj_in." in name or ".proj_out." in name or "transformer_blocks" in name or ".norm." in name:
+        return "transformer in/out, norms"
+    return "other (conv in/out, resampling)"
+
+
+def fisher_by_kind(fisher: DiagonalFisher) -> dict[str, tuple[int, float]]:
+    """``{layer kind: (number of parameters, share of the total Fisher mass)}``."""
+    count: dict[str, int] = {}
+    mass: dict[str, float] = {}
+    for n, v in fisher.values.items():
+        k = layer_kind(n)
+        count[k] = count.get(k, 0) + v.numel()
+        mass[k] = mass.get(k, 0.0) + float(v.double().sum())
+    total = sum(mass.values())
+    return {k: (count[k], mass[k] / total) for k in sorted(count, key=lambda k: -mass[k])}
