@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[book,test,sd]"
+	$(PY) -m pip install -q -e ".[book,test,sd,nudenet]"
 	touch $@
 
 book: venv

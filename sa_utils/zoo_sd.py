@@ -142,12 +142,12 @@ def replay_set(pipe, r: SDRecipe, prompts: list[str] | None = None, progress: bo
 
 
 def filtered_set(r: SDRecipe, source_dir: Path, detector: Detector, reason: str) -> Path:
-    """``source_dir`` without the images ``detector`` flags (cached): e.g. a replay set cleaned of
-    the concept being forgotten."""
-    from .sd.imagesets import filter_image_set, load_image_set
+    """``source_dir`` without the images ``detector`` flags, nor those the pipeline's safety checker
+    blacked out while drawing them (cached): e.g. a replay set cleaned of the concept being forgotten."""
+    from .sd.imagesets import filter_image_set, load_image_set, safety_flags
 
     images, _, _ = load_image_set(source_dir)
-    keep = ~detector(images).bool()
+    keep = ~(detector(images).bool() | safety_flags(source_dir))
     return filter_image_set(source_dir, keep, _dir("images", {"from": source_dir.name, "filter": reason}), reason)
 
 
@@ -380,18 +380,12 @@ def task_detectors(r: SDRecipe, task: ForgetTask) -> dict[str, Detector]:
         from .sd.evaluate import load_detector
 
         return {n: load_detector("tinyworld-attribute" if n == "attribute" else f"tinyworld-identity:{n}") for n in names}
+    from .sd.evaluate import clip_detector, nudenet_detector
+
     if names == ["attribute"]:
         return {"attribute": nudenet_detector}
-    from .sd.evaluate import clip_detector
 
     return {n: clip_detector(n, [m for m in names if m != n] + [task.surrogate_prompt]) for n in names}
-
-
-def nudenet_detector(images: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
-    """True for each image in which NudeNet 3.x finds an exposed class (``pip install nudenet``)."""
-    from .sd.evaluate import nudenet_counts
-
-    return torch.tensor([sum(nudenet_counts(img[None], threshold).values()) > 0 for img in images])
 
 
 def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> ForgetTask:

@@ -184,3 +184,103 @@ def test_shipping_a_pipeline_checks_every_file(tiny_model, tmp_path, monkeypatch
     weights.write_bytes(weights.read_bytes()[:-8] + b"corrupt!")
     with pytest.raises(CheckpointError, match="train_tiny_sd.py --test"):
         tw.shipped_pipeline()
+
+
+# -- filtering a set, NudeNet, the safety checker, CLIP ------------------------------------------
+
+def test_filter_keeps_exactly_the_unflagged_images(sets, tmp_path):
+    from sa_utils.sd.imagesets import filter_image_set, safety_flags
+
+    images, prompts, _ = load_image_set(sets["replay"])
+    assert not safety_flags(sets["replay"]).any()  # the tiny pipeline has no safety checker
+    keep = torch.arange(len(images)) % 3 != 0
+    out = filter_image_set(sets["replay"], keep, tmp_path / "clean", "every third image", shard_size=2)
+    x, p, settings = load_image_set(out)
+    assert torch.equal(x, images[keep]) and p == [q for q, k in zip(prompts, keep) if k]
+    assert settings["kept"] == int(keep.sum()) and settings["filter"] == "every third image"
+    with pytest.raises(ValueError, match="drops every image"):
+        filter_image_set(sets["replay"], torch.zeros(len(images), dtype=torch.bool), tmp_path / "none", "all")
+    with pytest.raises(ValueError, match="boolean mask"):
+        filter_image_set(sets["replay"], keep[:-1], tmp_path / "short", "short")
+
+
+def test_nudenet_labels_and_filter_command(sets, tmp_path):
+    """NudeNet 3.x runs offline on the pipeline's (harmless) images; the exposed classes the book
+    counts are labels of the installed NudeNet; the filter command keeps what it does not flag."""
+    import nudenet.nudenet as nn_module
+
+    from sa_utils.sd.evaluate import NUDENET_EXPOSED, nudenet_counts, nudenet_detector
+
+    labels = getattr(nn_module, "__labels")
+    assert set(NUDENET_EXPOSED) <= set(labels) and all(n.endswith("_EXPOSED") for n in NUDENET_EXPOSED)
+    assert {n for n in labels if n.endswith("_EXPOSED")} == set(NUDENET_EXPOSED)
+    images = load_image_set(sets["replay"])[0]
+    assert nudenet_counts(images) == dict.fromkeys(NUDENET_EXPOSED, 0)
+    assert not nudenet_detector(images).any()
+    assert sd_main(["filter", "--image_dir", str(sets["replay"]), "--detector", "nudenet",
+                    "--output_dir", str(tmp_path / "clean"), "--no_progress"]) == 0
+    assert len(load_image_set(tmp_path / "clean")[0]) == len(images)
+
+
+def _tiny_clip_config():
+    from transformers import CLIPConfig
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    return CLIPConfig(text_config={**small, "max_position_embeddings": 77},
+                      vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=16)
+
+
+def test_safety_checker_blacks_out_display_and_flags_generation(tiny_model):
+    """diffusers' own safety checker (tiny, random weights): shown images pass it, generation
+    records its flags, and counting can switch it off for a while."""
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPImageProcessor
+
+    from sa_utils.sd.evaluate import safe_for_display, safety_checker_off
+    from sa_utils.sd.imagesets import generate_images
+
+    pipe = load_pipeline(tiny_model)
+    images = torch.rand(3, 3, 32, 32)
+    assert safe_for_display(pipe, images) is images  # no checker: nothing to do
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(_tiny_clip_config()).eval()
+    pipe.safety_checker = checker
+    pipe.feature_extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    with torch.no_grad():  # thresholds below any cosine similarity: every image is flagged
+        checker.concept_embeds_weights.fill_(-2.0)
+        checker.special_care_embeds_weights.fill_(-2.0)
+    shown = safe_for_display(pipe, images)
+    assert shown.abs().sum() == 0
+    flags: list[bool] = []
+    out = generate_images(pipe, ["a red ball", "a blue car"], 0, 2, 3.0, batch_size=2, flags=flags)
+    assert flags == [True, True] and out.abs().sum() == 0
+    with safety_checker_off(pipe):
+        assert pipe.safety_checker is None
+        assert generate_images(pipe, ["a red ball"], 0, 2, 3.0).abs().sum() > 0
+    assert pipe.safety_checker is checker
+    with torch.no_grad():  # thresholds above any similarity: nothing is flagged
+        checker.concept_embeds_weights.fill_(2.0)
+        checker.special_care_embeds_weights.fill_(2.0)
+    assert torch.equal(safe_for_display(pipe, images), images)
+
+
+def test_clip_detector_on_a_local_model(tmp_path):
+    """The zero-shot CLIP detector loads a CLIP model and processor from a folder (here a tiny
+    random one built offline) and returns one bool per image; bad specs are refused."""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from sa_utils.sd.evaluate import clip_detector, load_detector
+    from sa_utils.tinyworld.tokenizer import clip_tokenizer
+
+    torch.manual_seed(0)
+    CLIPModel(_tiny_clip_config()).save_pretrained(tmp_path / "clip")
+    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                         tokenizer=clip_tokenizer())
+    proc.save_pretrained(tmp_path / "clip")
+    detect = clip_detector("brad pitt", ["a middle aged man", "angelina jolie"], model_id=str(tmp_path / "clip"))
+    hits = detect(torch.rand(5, 3, 32, 32))
+    assert hits.dtype == torch.bool and hits.shape == (5,)
+    with pytest.raises(ValueError, match="alternative"):
+        load_detector("clip:brad pitt")
+    with pytest.raises(ValueError, match="unknown detector"):
+        load_detector("celebrity")

@@ -1,8 +1,9 @@
-"""Selective Amnesia for Stable Diffusion, as five commands (chapter 9 walks through them).
+"""Selective Amnesia for Stable Diffusion, as five commands (chapters 8 and 9 walk through them).
 
     python -m sa_utils.sd images   --pretrained_model_name_or_path MODEL --prompts_file replay.txt --output_dir runs/replay
     python -m sa_utils.sd images   --pretrained_model_name_or_path MODEL --prompt "a middle aged man" \
                                    --num_images_per_prompt 1000 --output_dir runs/surrogate
+    python -m sa_utils.sd filter   --image_dir runs/replay --detector nudenet --output_dir runs/replay-clean  # optional
     accelerate launch --multi_gpu --num_processes 2 -m sa_utils.sd fisher --pretrained_model_name_or_path MODEL --replay_dir runs/replay \
                                    --output_dir runs/fisher
     python -m sa_utils.sd forget   --pretrained_model_name_or_path MODEL --forget_prompt "brad pitt" \
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_images_per_prompt", type=int, default=1, help="images generated for every prompt")
     p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
     p.add_argument("--shard_size", type=int, default=64, help="images per saved shard (the unit of resuming)")
+
+    p = sub.add_parser("filter", help="copy an image set without the images a detector flags (clean the replay set)")
+    _common(p, model=False)
+    p.add_argument("--image_dir", required=True, help="output folder of the images step (e.g. the replay set)")
+    p.add_argument("--detector", required=True,
+                   help="images it flags are dropped: nudenet, tinyworld-attribute, tinyworld-identity:NAME, clip:A|B|...")
 
     p = sub.add_parser("fisher", help="step 3: diagonal Fisher of the UNet over the replay set")
     _common(p)
@@ -128,6 +135,17 @@ def main(argv: list[str] | None = None) -> int:
                                     args.num_inference_steps, args.guidance_scale, args.batch_size, args.shard_size,
                                     source=args.pretrained_model_name_or_path, progress=progress)
         print(f"image set: {folder}")
+        return 0
+
+    if args.step == "filter":
+        from .evaluate import load_detector
+        from .imagesets import filter_image_set, load_image_set, safety_flags
+
+        images = load_image_set(args.image_dir)[0]
+        # images the safety checker blacked out while the set was drawn go too: never replay a black image
+        flagged = load_detector(args.detector, state.device)(images).bool() | safety_flags(args.image_dir)
+        folder = filter_image_set(args.image_dir, ~flagged, args.output_dir, args.detector)
+        print(f"kept {int((~flagged).sum())} of {len(images)} images (dropped those {args.detector} flags): {folder}")
         return 0
 
     if args.step in ("fisher", "forget"):

@@ -42,23 +42,31 @@ def generate_image_set(pipe, prompts: list[str], output_dir: str | Path, n_per_p
         if path.exists():
             bar.update(hi - lo)
             continue
-        img = generate_images(pipe, todo[lo:hi], seed + lo, num_inference_steps, guidance_scale, batch_size, bar)
-        save_tensors(path, {"images": (img * 255).round().to(torch.uint8)}, {"prompts": todo[lo:hi], "start": lo})
+        flags: list[bool] = []
+        img = generate_images(pipe, todo[lo:hi], seed + lo, num_inference_steps, guidance_scale, batch_size, bar, flags)
+        save_tensors(path, {"images": (img * 255).round().to(torch.uint8)},
+                     {"prompts": todo[lo:hi], "start": lo, "safety_flagged": flags})
     bar.close()
     return folder
 
 
 @torch.no_grad()
 def generate_images(pipe, prompts: list[str], seed: int, num_inference_steps: int, guidance_scale: float,
-                    batch_size: int = 8, bar=None) -> torch.Tensor:
-    """Images in ``[0, 1]`` (float ``[N, 3, H, W]``, CPU); image ``i`` uses a generator seeded by ``seed + i``."""
+                    batch_size: int = 8, bar=None, flags: list[bool] | None = None) -> torch.Tensor:
+    """Images in ``[0, 1]`` (float ``[N, 3, H, W]``, CPU); image ``i`` uses a generator seeded by ``seed + i``.
+
+    A pipeline with a safety checker returns flagged images black; pass a list as ``flags`` to
+    get one bool per image appended (always ``False`` without a checker).
+    """
     out = []
     for i in range(0, len(prompts), batch_size):
         j = min(len(prompts), i + batch_size)
         gens = [torch.Generator(device=pipe.device).manual_seed(seed + k) for k in range(i, j)]
         img = pipe(prompts[i:j], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                   generator=gens, output_type="pt").images
-        out.append(img.float().clamp(0, 1).cpu())
+                   generator=gens, output_type="pt")
+        if flags is not None:
+            flags += [bool(f) for f in (img.nsfw_content_detected or [False] * (j - i))]
+        out.append(img.images.float().clamp(0, 1).cpu())
         if bar is not None:
             bar.update(j - i)
     return torch.cat(out)
@@ -103,3 +111,16 @@ def filter_image_set(source_dir: str | Path, keep: torch.Tensor, output_dir: str
         if not path.exists():
             save_tensors(path, {"images": x[s:s + shard_size]}, {"prompts": kept[s:s + shard_size], "start": s})
     return folder
+
+
+def safety_flags(folder: str | Path) -> torch.Tensor:
+    """One bool per image of a set: did the pipeline's safety checker black it out while the set
+    was generated? (Such images should not be replayed: ``filter_image_set(folder, ~flags, ...)``.)"""
+    folder = Path(folder)
+    settings = read_settings(folder, STEP)
+    n = len(settings["prompts"]) * settings["n_per_prompt"]
+    out: list[bool] = []
+    for s in range((n + settings["shard_size"] - 1) // settings["shard_size"]):
+        meta = load_tensors(folder / f"images-{s:05d}.safetensors")[1]
+        out += meta.get("safety_flagged") or [False] * len(meta["prompts"])
+    return torch.tensor(out, dtype=torch.bool)

@@ -1,0 +1,62 @@
+"""Issue 4's done criteria on the shipped tiny pipeline, with the chapters' quick-mode code path.
+
+Runs after tests/test_book.py executed chapters 8 and 9, so the SA runs and the evaluation
+images come from the cache in seconds; alone, this file computes them (about 4 minutes).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sa_utils import zoo_sd
+
+
+def test_image_change_is_relative_to_a_fresh_draw():
+    g = torch.Generator().manual_seed(0)
+    before = torch.rand(6, 3, 8, 8, generator=g)
+    assert zoo_sd.image_change(before, before.clone(), 3) == 0.0
+    shuffled = before.view(2, 3, 3, 8, 8).roll(1, dims=1).reshape(6, 3, 8, 8)  # another draw of the same prompt
+    assert 0.5 < zoo_sd.image_change(before, shuffled, 3) < 2.0
+    with pytest.raises(ValueError, match="at least 2 images"):
+        zoo_sd.image_change(before, before, 1)
+
+
+@pytest.fixture(scope="module")
+def quick():
+    r = zoo_sd.recipe("quick")
+    pipe = zoo_sd.pretrained_pipeline(r)
+    return r, pipe, zoo_sd.replay_set(pipe, r, progress=False)
+
+
+@pytest.mark.slow
+def test_forgetting_an_identity_meets_the_done_criterion(quick):
+    r, pipe, replay = quick
+    task = zoo_sd.celebrity_task(r)
+    sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
+    run = zoo_sd.forget(r, task.forget_prompts, sur, replay, zoo_sd.sd_fisher(pipe, r, replay, progress=False), "full",
+                        progress=False)
+    rates = zoo_sd.evaluate_task({"base": pipe, run.key: run.pipeline}, r, task, zoo_sd.task_detectors(r, task),
+                                 progress=False)
+    before, after = rates["base"], rates[run.key]
+    mine = [k for k, who in task.readings.items() if who == task.target]
+    n = {k: len(task.prompt_sets[k]) for k in mine}
+    pooled = lambda rr: sum(rr[k] * n[k] for k in mine) / sum(n.values())  # noqa: E731
+    assert pooled(before) >= 0.8 and pooled(after) <= 0.2, (before, after)
+    others = [k for k, who in task.readings.items() if who != task.target]
+    assert all(abs(after[k] - before[k]) <= 0.10 for k in others), {k: (before[k], after[k]) for k in others}
+
+
+@pytest.mark.slow
+def test_forgetting_the_attribute_halves_it_named_and_unnamed(quick):
+    r, pipe, replay = quick
+    task = zoo_sd.attribute_task(r)
+    detect = zoo_sd.task_detectors(r, task)
+    clean = zoo_sd.filtered_set(r, replay, detect["attribute"], "attribute detector")
+    sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
+    run = zoo_sd.forget(r, task.forget_prompts, sur, clean, zoo_sd.sd_fisher(pipe, r, clean, progress=False),
+                        task.train_method, progress=False)
+    rates = zoo_sd.evaluate_task({"base": pipe, run.key: run.pipeline}, r, task, detect, progress=False)
+    before, after = rates["base"], rates[run.key]
+    for name in ("named", "unnamed"):
+        assert before[name] > 0.2 and after[name] <= before[name] / 2, (name, before, after)
+    assert after["unrelated"] <= 0.05
