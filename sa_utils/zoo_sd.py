@@ -85,6 +85,18 @@ def _dir(kind: str, settings: dict) -> Path:
     return cache_dir() / "sd" / f"{kind}-{_digest(settings)}"
 
 
+def source_id(r: SDRecipe) -> str:
+    """The pipeline's name in every cache key: for the shipped tiny pipeline, ``tiny@`` and a
+    digest of its weights' sha256 in the manifest, so a retrained and re-shipped pipeline never
+    reuses results of the old one."""
+    if r.pipeline != TINY:
+        return r.pipeline
+    from .shipped import manifest
+
+    hashes = sorted(v["sha256"] for k, v in manifest().items() if k.startswith("tiny-sd/") and k.endswith(".safetensors"))
+    return f"tiny@{_digest(hashes)}"
+
+
 # -- the pretrained pipeline ---------------------------------------------------------------
 
 def _dtype(r: SDRecipe, device, training: bool) -> torch.dtype:
@@ -125,9 +137,9 @@ def image_set(pipe, r: SDRecipe, prompts: list[str], n_per_prompt: int, progress
     """An image set of the pretrained pipeline (cached, resumable): the replay or the surrogate set."""
     from .sd.imagesets import generate_image_set
 
-    settings = {"pipeline": r.pipeline, "prompts": prompts, "n": n_per_prompt, "seed": r.seed, **r.sampling()}
+    settings = {"pipeline": source_id(r), "prompts": prompts, "n": n_per_prompt, "seed": r.seed, **r.sampling()}
     return generate_image_set(pipe, prompts, _dir("images", settings), n_per_prompt, r.seed, r.sample_steps,
-                              r.guidance_scale, r.gen_batch, source=r.pipeline, progress=progress)
+                              r.guidance_scale, r.gen_batch, source=source_id(r), progress=progress)
 
 
 def replay_prompts(r: SDRecipe, exclude_words: tuple[str, ...] = ()) -> list[str]:
@@ -165,7 +177,7 @@ def sd_fisher(pipe, r: SDRecipe, replay_dir: Path, progress: bool = True) -> Dia
     if pipe.unet.dtype != torch.float32:
         pipe = pretrained_pipeline(r, training=True)
     adapter = adapter_for(pipe, r, "full")
-    settings = {"pipeline": r.pipeline, "replay": replay_dir.name, "chunk": r.fisher_chunk, "seed": r.seed}
+    settings = {"pipeline": source_id(r), "replay": replay_dir.name, "chunk": r.fisher_chunk, "seed": r.seed}
     return run(adapter, replay_dir, _dir("fisher", settings), r.fisher_chunk, "vmap", r.seed, progress=progress)
 
 
@@ -205,7 +217,7 @@ def forget(r: SDRecipe, forget_prompts: list[str], surrogate_dir: Path, replay_d
     from .sd.common import load_pipeline
 
     cfg = r.sa_config(**overrides)
-    settings = {"pipeline": r.pipeline, "forget": list(forget_prompts), "surrogate": surrogate_dir.name,
+    settings = {"pipeline": source_id(r), "forget": list(forget_prompts), "surrogate": surrogate_dir.name,
                 "replay": replay_dir.name if (replay_dir is not None and cfg.gamma) else None,
                 "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0, "train_method": train_method,
                 "batch": r.sa_batch, "gradient_checkpointing": r.gradient_checkpointing, "sa": asdict(cfg)}
@@ -226,7 +238,7 @@ def forget(r: SDRecipe, forget_prompts: list[str], surrogate_dir: Path, replay_d
         sub = restrict(fisher, adapter.trainable_parameters())
         sub = sub.to(adapter.device, getattr(torch, cfg.ewc_dtype) if cfg.ewc_dtype else None)
     out, result = sd_forget(adapter, forget_prompts, surrogate_dir, replay_dir if cfg.gamma else None, sub, folder, cfg,
-                            r.sa_batch, resume=True, source=r.pipeline, progress=progress)
+                            r.sa_batch, resume=True, source=source_id(r), progress=progress)
     pipe.unet.eval()
     return ForgetRun(pipe, folder, result, settings)
 
@@ -258,7 +270,7 @@ def images(pipe, r: SDRecipe, prompts: list[str], key: str, n_per_prompt: int | 
     if raw and getattr(pipe, "safety_checker", None) is not None:
         with safety_checker_off(pipe):
             return generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch)
-    settings = {"pipeline": r.pipeline, "key": key, "prompts": todo, "seed": r.seed + 7, **r.sampling()}
+    settings = {"pipeline": source_id(r), "key": key, "prompts": todo, "seed": r.seed + 7, **r.sampling()}
     path = _dir("eval", settings).with_suffix(".safetensors")
     if path.exists():
         return load_tensors(path)[0]["images"].float() / 255
