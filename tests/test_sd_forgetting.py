@@ -60,3 +60,21 @@ def test_forgetting_the_attribute_halves_it_named_and_unnamed(quick):
     for name in ("named", "unnamed"):
         assert before[name] > 0.2 and after[name] <= before[name] / 2, (name, before, after)
     assert after["unrelated"] <= 0.05
+
+
+def test_restrict_and_fisher_by_kind():
+    from sa_utils.adapters.sd import select_trainable
+    from sa_utils.fisher import DiagonalFisher
+    from sa_utils.tinyworld.pipeline import build_pipeline
+
+    unet = build_pipeline(seed=0).unet
+    g = torch.Generator().manual_seed(0)
+    full = DiagonalFisher({n: torch.rand(p.shape, generator=g) for n, p in unet.named_parameters()}, 3)
+    kinds = zoo_sd.fisher_by_kind(full)
+    assert sum(n for n, _ in kinds.values()) == sum(p.numel() for p in unet.parameters())
+    assert abs(sum(m for _, m in kinds.values()) - 1) < 1e-9 and "cross-attention" in kinds
+    names = select_trainable(unet, "xattn")
+    sub = zoo_sd.restrict(full, {n: p for n, p in unet.named_parameters() if p.requires_grad})
+    assert sorted(sub.values) == sorted(names) and all(sub.values[n] is full.values[n] for n in names)
+    with pytest.raises(KeyError, match="no entries"):
+        zoo_sd.restrict(sub, dict(unet.named_parameters()))

@@ -284,3 +284,19 @@ def test_clip_detector_on_a_local_model(tmp_path):
         load_detector("clip:brad pitt")
     with pytest.raises(ValueError, match="unknown detector"):
         load_detector("celebrity")
+
+
+def test_forget_with_the_memory_flags(sets, tiny_model, tmp_path):
+    """--gradient_checkpointing, bf16 autocast and half-precision theta*/F run together and give a
+    pipeline whose UNet moved; the run's settings record the choices."""
+    _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
+    assert sd_main(["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "Orla Brisk",
+                    "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
+                    "--fisher_path", str(tmp_path / "fisher"), "--max_train_steps", "2", "--train_batch_size", "2",
+                    "--learning_rate", "1e-3", "--gradient_checkpointing", "--mixed_precision", "bf16",
+                    "--ewc_dtype", "float16", "--output_dir", str(tmp_path / "forget"), *FAST]) == 0
+    after, base = load_pipeline(tmp_path / "forget" / "pipeline"), load_pipeline(tiny_model)
+    assert after.unet.dtype == torch.float32  # master weights stay float32 under autocast
+    assert any(not torch.equal(p, q) for p, q in zip(after.unet.parameters(), base.unet.parameters()))
+    sa = json.loads((tmp_path / "forget" / "settings.json").read_text())["sa"]
+    assert sa["mixed_precision"] == "bf16" and sa["ewc_dtype"] == "float16"
