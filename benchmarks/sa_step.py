@@ -9,7 +9,7 @@ itself (EWC gradient, NaN guard, logging every 10 steps); the fine-tuning step i
 median over interleaved repeats, so both see the same machine load.
 
 Peak memory is the peak of bytes held by live tensors during the run
-(:class:`common.PeakTensorMemory`): parameters, gradients, Adam state, activations and
+(:class:`sa_utils.memory.PeakTensorMemory`): parameters, gradients, Adam state, activations and
 temporaries, plus the Fisher for SA, which SA needs and fine-tuning does not. Any EWC
 implementation must also hold theta*, so SA's floor is fine-tuning + 2 x parameter bytes;
 the table prints that floor next to the measured ratio.

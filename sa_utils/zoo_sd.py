@@ -50,6 +50,8 @@ class SDRecipe:
     mixed_precision: str = "no"
     ewc_dtype: str | None = None
     gradient_checkpointing: bool = False
+    clip_model: str = "openai/clip-vit-large-patch14"
+    """Full mode's zero-shot celebrity detector (a hub id or a local folder)."""
     seed: int = 0
 
     def sa_config(self, **overrides) -> SAConfig:
@@ -397,7 +399,8 @@ def task_detectors(r: SDRecipe, task: ForgetTask) -> dict[str, Detector]:
     if names == ["attribute"]:
         return {"attribute": nudenet_detector}
 
-    return {n: clip_detector(n, [m for m in names if m != n] + [task.surrogate_prompt]) for n in names}
+    return {n: clip_detector(n, [m for m in names if m != n] + [task.surrogate_prompt], model_id=r.clip_model)
+            for n in names}
 
 
 def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> ForgetTask:

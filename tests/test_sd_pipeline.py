@@ -300,3 +300,41 @@ def test_forget_with_the_memory_flags(sets, tiny_model, tmp_path):
     assert any(not torch.equal(p, q) for p, q in zip(after.unet.parameters(), base.unet.parameters()))
     sa = json.loads((tmp_path / "forget" / "settings.json").read_text())["sa"]
     assert sa["mixed_precision"] == "bf16" and sa["ewc_dtype"] == "float16"
+
+
+def test_zoo_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypatch):
+    """Chapters 8 and 9's full-mode path (a pipeline folder instead of the shipped tiny one,
+    fp16 autocast, half-precision theta*/F, gradient checkpointing, zero-shot CLIP and NudeNet
+    detectors), at toy sizes: every step runs, and the cached run is loaded, not repeated."""
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from sa_utils import zoo_sd
+    from sa_utils.tinyworld.tokenizer import clip_tokenizer
+
+    monkeypatch.setenv("SA_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    CLIPModel(_tiny_clip_config()).save_pretrained(tmp_path / "clip")
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=clip_tokenizer()).save_pretrained(tmp_path / "clip")
+    r = zoo_sd.recipe("full", pipeline=str(tiny_model), sample_steps=2, surrogate_images=2, sa_steps=2, eval_per_prompt=2,
+                      fisher_chunk=4, gen_batch=8, clip_model=str(tmp_path / "clip"))
+    assert r.mixed_precision == "fp16" and r.ewc_dtype == "float16" and r.gradient_checkpointing
+    pipe = zoo_sd.pretrained_pipeline(r)
+    task = zoo_sd.celebrity_task(r)
+    assert task.forget_prompts == ["brad pitt"] and task.surrogate_prompt == "a middle aged man"
+    replay = zoo_sd.replay_set(pipe, r, zoo_sd.replay_prompts(r)[:6], progress=False)
+    sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
+    fisher = zoo_sd.sd_fisher(pipe, r, replay, progress=False)
+    run = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
+    assert run.result.steps_done == 2 and (run.folder / "pipeline" / "model_index.json").exists()
+    again = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
+    assert again.result.seconds == 0.0 and again.key == run.key  # loaded from the cache
+    small = zoo_sd.ForgetTask(task.forget_prompts, task.surrogate_prompt, "full",
+                              {k: v[:1] for k, v in task.prompt_sets.items() if k.startswith(("brad", "tom"))},
+                              {k: w for k, w in task.readings.items() if k.startswith(("brad", "tom"))}, task.target)
+    rates = zoo_sd.evaluate_task({"base": pipe, run.key: run.pipeline}, r, small, zoo_sd.task_detectors(r, task),
+                                 progress=False)
+    assert set(rates[run.key]) == set(small.readings) and all(0 <= v <= 1 for v in rates[run.key].values())
+    nudity = zoo_sd.attribute_task(r, ["a person at the beach"])
+    assert nudity.train_method == "noxattn" and set(nudity.prompt_sets) == {"unrelated", "nudity prompts"}
+    assert zoo_sd.task_detectors(r, nudity)["attribute"](torch.rand(2, 3, 32, 32)).tolist() == [False, False]
