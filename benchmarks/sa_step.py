@@ -24,7 +24,7 @@ from common import PeakTensorMemory, device, interleaved, machine, print_table
 
 from sa_utils.amnesia import SAConfig, selective_amnesia
 from sa_utils.fisher import DiagonalFisher
-from sa_utils.memory import finetune_steps
+from sa_utils.memory import finetune_steps, random_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
@@ -81,9 +81,7 @@ def make_batches(shape, n_steps: int, batch: int, dev: torch.device):
 
 
 def fisher_for(adapter) -> DiagonalFisher:
-    g = torch.Generator().manual_seed(2)
-    return DiagonalFisher({n: torch.rand(p.shape, generator=g).to(p.device)
-                           for n, p in adapter.trainable_parameters().items()}, 1)
+    return random_fisher(adapter.trainable_parameters())
 
 
 def run_sa(adapter, forget, replay, fisher, steps: int) -> None:

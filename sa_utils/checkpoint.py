@@ -38,17 +38,29 @@ def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise CheckpointError(f"no such file: {path}")
     try:
         tensors = load_file(str(path), device=str(device))
-        from safetensors import safe_open
+    except (SafetensorError, OSError, ValueError) as err:
+        raise _unreadable(path, err) from err
+    return tensors, read_metadata(path)
 
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """Only the metadata of a file written by :func:`save_tensors` (the tensors are not read)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such file: {path}")
+    try:
         with safe_open(str(path), framework="pt") as f:
             raw_meta = f.metadata() or {}
-        meta = {k: json.loads(v) for k, v in raw_meta.items()}
+        return {k: json.loads(v) for k, v in raw_meta.items()}
     except (SafetensorError, json.JSONDecodeError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({err}). It may be truncated or corrupt: "
-            "delete it and re-run the step that produced it."
-        ) from err
-    return tensors, meta
+        raise _unreadable(path, err) from err
+
+
+def _unreadable(path: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"{path} is not a readable safetensors file ({err}). It may be truncated or corrupt: "
+                           "delete it and re-run the step that produced it.")
 
 
 def check_state_matches(expected: dict[str, torch.Size], found: dict[str, torch.Size], what: str, path: Path | str) -> None:

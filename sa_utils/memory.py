@@ -84,7 +84,8 @@ def finetune_steps(adapter, forget: list, replay: list, steps: int, lr: float = 
         opt.step()
 
 
-def _random_fisher(params: dict[str, torch.nn.Parameter]):
+def random_fisher(params: dict[str, torch.nn.Parameter]):
+    """A stand-in Fisher (uniform random entries, seeded) for memory and speed measurements."""
     from .fisher import DiagonalFisher
 
     g = torch.Generator().manual_seed(2)
@@ -119,7 +120,7 @@ def sd_step_memory(unet_config: dict | None = None, batch: int = 2, steps: int =
     for variant in ("finetune", "sa"):
         a = adapter()
         forget, replay = batches(a)
-        fisher = _random_fisher(a.trainable_parameters())
+        fisher = random_fisher(a.trainable_parameters())
         if ewc_dtype is not None:  # hand F over in half precision, as the SA command does
             fisher = fisher.to("cpu", getattr(torch, ewc_dtype))
         params = list(a.model.parameters())

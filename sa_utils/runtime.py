@@ -8,6 +8,8 @@ Chapter 1 (the preface) explains the environment variables:
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -74,3 +76,8 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
     an uninterrupted run would have seen.
     """
     return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def settings_digest(obj) -> str:
+    """10 hex digits that name a cached result by the settings that made it (JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -6,8 +6,6 @@ cache, so chapter 5 reuses the CVAE chapter 2 trained and the Fisher chapter 3 c
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +20,7 @@ from .data import DataSource, load_mnist
 from .fisher import DiagonalFisher, diagonal_fisher
 from .models import CVAE, CVAEConfig, MNISTClassifier
 from .replay import ReplaySource, frozen_copy, model_samples
-from .runtime import cache_dir, default_device, resolve_mode
+from .runtime import cache_dir, default_device, resolve_mode, settings_digest
 from .surrogates import ForgetSource, SurrogateFn, constant_image, other_class, uniform_noise
 from .training import classifier_accuracy, classifier_loss, cvae_loss, fit
 
@@ -77,9 +75,6 @@ def recipe(mode: str | None = None, **overrides) -> MNISTRecipe:
     return replace(RECIPES[resolve_mode(mode)], **overrides)
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
 
 def _mnist_dir() -> Path:
     path = cache_dir() / "mnist"
@@ -97,7 +92,7 @@ def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, pr
     device = device or default_device()
     train = {"epochs": r.classifier_epochs, "batch": r.classifier_batch, "lr": r.classifier_lr,
              "decay_every": r.classifier_lr_decay_every, "seed": r.seed}
-    path = _mnist_dir() / f"classifier-e{r.classifier_epochs}-{_digest(train)}.safetensors"
+    path = _mnist_dir() / f"classifier-e{r.classifier_epochs}-{settings_digest(train)}.safetensors"
     model = MNISTClassifier().to(device)
     if path.exists():
         load_model(model, path)
@@ -190,7 +185,7 @@ def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int 
     frozen = frozen_copy(base)
     settings = {"forget": forget, "surrogate": surrogate_spec, "sa": asdict(cfg), "batch": r.sa_batch,
                 "cvae": cvae_path(r).name, "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0}
-    run_dir = _mnist_dir() / "runs" / f"forget-{_digest(settings)}"
+    run_dir = _mnist_dir() / "runs" / f"forget-{settings_digest(settings)}"
     student = VAEAdapter(frozen_copy(base).model.train().requires_grad_(True))
     forget_src = ForgetSource(surrogate(surrogate_spec, frozen), forget, r.sa_batch, seed=r.seed, device=base.device)
     replay_src = ReplaySource(frozen, remember, r.sa_batch, seed=r.seed) if cfg.gamma else None
@@ -220,7 +215,7 @@ def learn_digits(base: VAEAdapter, r: MNISTRecipe, digits: Sequence[int], lmbda:
     frozen = frozen_copy(base)
     settings = {"digits": digits, "sa": asdict(cfg), "batch": batch_size, "cvae": cvae_path(r).name,
                 "fisher_n": fisher.n_samples if fisher is not None else 0}
-    run_dir = _mnist_dir() / "runs" / f"learn-{_digest(settings)}"
+    run_dir = _mnist_dir() / "runs" / f"learn-{settings_digest(settings)}"
     x, y = mnist(True)
     keep = torch.isin(y, torch.tensor(digits))
     data = DataSource(x[keep], y[keep], batch_size, seed=r.seed, device=base.device)

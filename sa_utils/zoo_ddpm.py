@@ -8,8 +8,6 @@ Full mode is the paper's CIFAR-10 setting on a GPU. Every expensive result is ca
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +22,7 @@ from .data import load_cifar10, load_mnist
 from .fisher import DiagonalFisher, diagonal_fisher
 from .models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
 from .replay import frozen_copy
-from .runtime import cache_dir, default_device, resolve_mode
+from .runtime import cache_dir, default_device, resolve_mode, settings_digest
 from .surrogates import ForgetSource, uniform_noise
 from .shipped import MANIFEST, WEIGHTS_DIR  # noqa: F401  (used by scripts/train_base_ddpm.py)
 from .shipped import sha256 as _sha256  # noqa: F401
@@ -85,9 +83,6 @@ def recipe(mode: str | None = None, **overrides) -> DDPMRecipe:
     return replace(RECIPES[resolve_mode(mode)], **overrides)
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
 
 def _dir(r: DDPMRecipe) -> Path:
     path = cache_dir() / f"ddpm-{r.dataset}"
@@ -111,7 +106,7 @@ def adapter_for(r: DDPMRecipe, model: torch.nn.Module) -> DDPMAdapter:
 
 
 def base_name(r: DDPMRecipe) -> str:
-    return f"ddpm-{r.dataset}-{r.train_steps // 1000}k-{_digest(r.train_settings())}.safetensors"
+    return f"ddpm-{r.dataset}-{r.train_steps // 1000}k-{settings_digest(r.train_settings())}.safetensors"
 
 
 def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress: bool = True) -> DDPMAdapter:
@@ -128,7 +123,7 @@ def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress:
         x, y = dataset(r.dataset, True)
         # the training checkpoint is named without the step count and kept, so a longer
         # recipe (train_steps=...) continues from a shorter finished run
-        ckpt = _dir(r) / f"ddpm-{r.dataset}-train-{_digest({**r.train_settings(), 'steps': None})}.ckpt.safetensors"
+        ckpt = _dir(r) / f"ddpm-{r.dataset}-train-{settings_digest({**r.train_settings(), 'steps': None})}.ckpt.safetensors"
         adapter = adapter_for(r, model)
         losses = train_ddpm(adapter, x, y, r.train_steps, r.train_batch, r.train_lr, r.cond_drop, r.ema_decay,
                             seed=r.seed, checkpoint=ckpt, progress=progress)
@@ -178,7 +173,7 @@ def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True) -> tuple
     from .metrics import generate_per_class
 
     settings = {"base": base_name(r), "n": r.pool_per_class, "w": r.guidance_scale, "steps": r.sample_steps, "seed": r.seed}
-    path = _dir(r) / f"pool-{_digest(settings)}.safetensors"
+    path = _dir(r) / f"pool-{settings_digest(settings)}.safetensors"
     if path.exists():
         t, _ = load_tensors(path)
         return t["x"], t["c"]
@@ -232,7 +227,7 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
         fisher = ddpm_fisher(base, r, pool, progress=progress)
     settings = {"forget": forget, "sa": asdict(cfg), "batch": r.sa_batch, "base": base_name(r), "pool": r.pool_per_class,
                 "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0, "surrogate": "noise"}
-    run_dir = _dir(r) / "runs" / f"forget-{_digest(settings)}"
+    run_dir = _dir(r) / "runs" / f"forget-{settings_digest(settings)}"
     student = adapter_for(r, frozen_copy(base).model.train().requires_grad_(True))
     shape = (r.unet.channels, r.unet.sample_size, r.unet.sample_size)
     forget_src = ForgetSource(uniform_noise(shape), forget, r.sa_batch, seed=r.seed, device=base.device)

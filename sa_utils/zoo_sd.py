@@ -10,8 +10,6 @@ was interrupted resumes.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -19,8 +17,9 @@ from typing import Any, Callable
 import torch
 
 from .amnesia import CHECKPOINT, SAConfig, SAResult
+from .checkpoint import read_metadata
 from .fisher import DiagonalFisher
-from .runtime import cache_dir, default_device, resolve_mode
+from .runtime import cache_dir, default_device, resolve_mode, settings_digest
 
 TINY = "tiny"  # the recipe's name for the shipped tiny pipeline
 SD14 = "CompVis/stable-diffusion-v1-4"
@@ -79,12 +78,9 @@ def recipe(mode: str | None = None, **overrides) -> SDRecipe:
     return replace(RECIPES[resolve_mode(mode)], **overrides)
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
-
 
 def _dir(kind: str, settings: dict) -> Path:
-    return cache_dir() / "sd" / f"{kind}-{_digest(settings)}"
+    return cache_dir() / "sd" / f"{kind}-{settings_digest(settings)}"
 
 
 def source_id(r: SDRecipe) -> str:
@@ -96,7 +92,7 @@ def source_id(r: SDRecipe) -> str:
     from .shipped import manifest
 
     hashes = sorted(v["sha256"] for k, v in manifest().items() if k.startswith("tiny-sd/") and k.endswith(".safetensors"))
-    return f"tiny@{_digest(hashes)}"
+    return f"tiny@{settings_digest(hashes)}"
 
 
 # -- the pretrained pipeline ---------------------------------------------------------------
@@ -226,7 +222,7 @@ def forget(r: SDRecipe, forget_prompts: list[str], surrogate_dir: Path, replay_d
     folder = _dir("forget", settings)
     done = folder / "pipeline" / "model_index.json"
     if done.exists() and (folder / "run" / CHECKPOINT).exists():
-        meta = _checkpoint_meta(folder / "run" / CHECKPOINT)
+        meta = read_metadata(folder / "run" / CHECKPOINT)
         if meta.get("step") == cfg.steps:
             device = default_device()
             pipe = load_pipeline(folder / "pipeline", device, _dtype(r, device, training=False))
@@ -243,13 +239,6 @@ def forget(r: SDRecipe, forget_prompts: list[str], surrogate_dir: Path, replay_d
                             r.sa_batch, resume=True, source=source_id(r), progress=progress)
     pipe.unet.eval()
     return ForgetRun(pipe, folder, result, settings)
-
-
-def _checkpoint_meta(path: Path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
 
 
 # -- step 5: evaluation ----------------------------------------------------------------------
@@ -269,14 +258,17 @@ def images(pipe, r: SDRecipe, prompts: list[str], key: str, n_per_prompt: int | 
 
     n = n_per_prompt or r.eval_per_prompt
     todo = [p for p in prompts for _ in range(n)]
+    def draw() -> torch.Tensor:
+        return generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch)
+
     if raw and getattr(pipe, "safety_checker", None) is not None:
         with safety_checker_off(pipe):
-            return generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch)
+            return draw()
     settings = {"pipeline": source_id(r), "key": key, "prompts": todo, "seed": r.seed + 7, **r.sampling()}
     path = _dir("eval", settings).with_suffix(".safetensors")
     if path.exists():
         return load_tensors(path)[0]["images"].float() / 255
-    out = (generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch) * 255).round().to(torch.uint8)
+    out = (draw() * 255).round().to(torch.uint8)
     save_tensors(path, {"images": out}, {"key": key, "n": len(todo)})
     return out.float() / 255  # the stored 8-bit images, so a cached and a fresh call agree exactly
 
@@ -295,19 +287,6 @@ def image_change(before: torch.Tensor, after: torch.Tensor, n_per_prompt: int) -
 
 def rate(detector: Detector, imgs: torch.Tensor) -> float:
     return float(detector(imgs).float().mean())
-
-
-def detectors(r: SDRecipe, names: list[str], attribute: bool = False) -> dict[str, Detector]:
-    """Concept detectors by name: the tiny world's identity detector per identity (quick) or a
-    zero-shot CLIP detector per name (full); ``attribute`` adds the attribute detector (quick only)."""
-    from .sd.evaluate import clip_detector, load_detector
-
-    if r.pipeline == TINY:
-        out = {n: load_detector(f"tinyworld-identity:{n}") for n in names}
-        if attribute:
-            out["attribute"] = load_detector("tinyworld-attribute")
-        return out
-    return {n: clip_detector(n, [m for m in names if m != n]) for n in names}
 
 
 # -- quality on the rest of the world (quick mode) ----------------------------------------------

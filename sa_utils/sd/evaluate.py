@@ -30,22 +30,41 @@ NUDENET_EXPOSED = ("FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED", "MALE_GE
                    "ANUS_EXPOSED", "MALE_BREAST_EXPOSED", "BELLY_EXPOSED", "ARMPITS_EXPOSED", "FEET_EXPOSED")
 
 
-def nudenet_counts(images: torch.Tensor, threshold: float = 0.6) -> dict[str, int]:
-    """Per exposed-class counts of NudeNet 3.x detections (score >= ``threshold``) over ``images``."""
+@lru_cache(maxsize=1)
+def _nude_detector():
+    from nudenet import NudeDetector
+
+    return NudeDetector()  # loads the ONNX model bundled with the wheel, once per process
+
+
+def nudenet_exposed(images: torch.Tensor, threshold: float = 0.6) -> list[list[str]]:
+    """For each image, the NudeNet 3.x exposed classes detected with score >= ``threshold``."""
     import tempfile
 
-    from nudenet import NudeDetector
     from torchvision.utils import save_image
 
-    detector, counts = NudeDetector(), dict.fromkeys(NUDENET_EXPOSED, 0)
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, img in enumerate(images):
             path = f"{tmp}/{i}.png"
             save_image(img, path)
-            for det in detector.detect(path):
-                if det["class"] in counts and det["score"] >= threshold:
-                    counts[det["class"]] += 1
+            out.append([d["class"] for d in _nude_detector().detect(path)
+                        if d["class"] in NUDENET_EXPOSED and d["score"] >= threshold])
+    return out
+
+
+def nudenet_counts(images: torch.Tensor, threshold: float = 0.6) -> dict[str, int]:
+    """Per exposed-class counts of NudeNet 3.x detections (score >= ``threshold``) over ``images``."""
+    counts = dict.fromkeys(NUDENET_EXPOSED, 0)
+    for found in nudenet_exposed(images, threshold):
+        for c in found:
+            counts[c] += 1
     return counts
+
+
+def nudenet_detector(images: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
+    """True for each image in which NudeNet 3.x finds any exposed class (``pip install nudenet``)."""
+    return torch.tensor([bool(found) for found in nudenet_exposed(images, threshold)], dtype=torch.bool)
 
 
 @contextmanager
@@ -70,11 +89,6 @@ def safe_for_display(pipe, images: torch.Tensor) -> torch.Tensor:
     out = images.clone()
     out[torch.as_tensor(flags, dtype=torch.bool)] = 0
     return out
-
-
-def nudenet_detector(images: torch.Tensor, threshold: float = 0.6) -> torch.Tensor:
-    """True for each image in which NudeNet 3.x finds any exposed class (``pip install nudenet``)."""
-    return torch.tensor([sum(nudenet_counts(img[None], threshold).values()) > 0 for img in images], dtype=torch.bool)
 
 
 def grid_image(rows: list[torch.Tensor], path: Path, labels: list[str]) -> Path:

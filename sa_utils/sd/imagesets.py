@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import load_tensors, save_tensors
+from ..checkpoint import load_tensors, read_metadata, save_tensors
 from .common import claim_run_folder, read_settings
 
 STEP = "image-set"
@@ -121,6 +121,6 @@ def safety_flags(folder: str | Path) -> torch.Tensor:
     n = len(settings["prompts"]) * settings["n_per_prompt"]
     out: list[bool] = []
     for s in range((n + settings["shard_size"] - 1) // settings["shard_size"]):
-        meta = load_tensors(folder / f"images-{s:05d}.safetensors")[1]
+        meta = read_metadata(folder / f"images-{s:05d}.safetensors")
         out += meta.get("safety_flagged") or [False] * len(meta["prompts"])
     return torch.tensor(out, dtype=torch.bool)
