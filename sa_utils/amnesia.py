@@ -44,9 +44,17 @@ class SAConfig:
     seed: int = 0
     checkpoint_every: int = 1_000
     log_every: int = 10
-    reduction: str = "sum"
-    """How per-sample losses of a batch are combined: ``"sum"`` (the authors' code, so their
-    lambda values carry over) or ``"mean"`` (then lambda weighs EWC against one sample's loss)."""
+    optimizer: str = "adam"
+    """``"adam"`` (the authors' VAE and DDPM) or ``"adamw"`` (their Stable Diffusion runs)."""
+    weight_decay: float = 0.0
+    """AdamW's decoupled weight decay (PyTorch's default 0.01 is what the authors' SD runs used)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step: a batch of ``grad_accum`` x the sources' batch size on
+    one device, as the authors' 4-GPU runs had (the micro-batches are combined with the adapter's
+    ``batch_reduction``, so the step equals one step on the large batch)."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the trained weights, started from theta* (the
+    authors' DDPM and SD runs: 0.9999), and hand back the EMA weights at the end."""
     mixed_precision: str = "no"
     """``"no"``, ``"bf16"`` or ``"fp16"``: autocast the losses (fp16 adds dynamic loss scaling)."""
     ewc_dtype: str | None = None
@@ -96,13 +104,22 @@ def selective_amnesia(
     config resumes from it; the finished model is written to ``run_dir/model.safetensors``.
     """
     params = adapter.trainable_parameters()
-    if config.reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction must be 'sum' or 'mean', got {config.reduction!r}")
+    reduction = getattr(adapter, "batch_reduction", "sum")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"{type(adapter).__name__}.batch_reduction must be 'sum' or 'mean', got {reduction!r}")
+    if config.optimizer not in ("adam", "adamw"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {config.optimizer!r}")
+    if config.grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {config.grad_accum}")
+    if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {config.ema_decay}")
     if config.mixed_precision not in _AMP:
         raise ValueError(f"mixed_precision must be one of {sorted(_AMP)}, got {config.mixed_precision!r}")
     if config.ewc_dtype not in (None, "float16", "bfloat16", "float32"):
         raise ValueError(f"ewc_dtype must be None, 'float16', 'bfloat16' or 'float32', got {config.ewc_dtype!r}")
-    reduce = torch.sum if config.reduction == "sum" else torch.mean
+    accum = config.grad_accum
+    # each micro-batch's share of the step: the mean over the large batch is the mean of the micro-means
+    reduce = torch.sum if reduction == "sum" else (lambda v: torch.mean(v) / accum)
     if not params:
         raise ValueError("nothing to train: no parameter of the model has requires_grad=True")
     use_replay = remember is not None and config.gamma != 0
@@ -117,35 +134,42 @@ def selective_amnesia(
     amp_dtype = _AMP[config.mixed_precision]
     scaler = torch.amp.GradScaler(device_type, enabled=config.mixed_precision == "fp16")
 
-    optimizer = torch.optim.Adam(params.values(), lr=config.lr)
+    opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(params.values(), lr=config.lr, weight_decay=config.weight_decay)
+    ema = [p.detach().float().clone() for p in params.values()] if config.ema_decay else None
     result = SAResult()
     run_dir = Path(run_dir) if run_dir is not None else None
     settings = json.loads(json.dumps({"sa_config": config.to_dict(), "model_config": adapter.config(),
-                                      "fisher_samples": fisher.n_samples if fisher is not None else 0}))
+                                      "batch_reduction": reduction,
+                                      "fisher_samples": fisher.n_samples if fisher is not None else 0,
+                                      "fisher_estimator": fisher.estimator if fisher is not None else None}))
     if run_dir is not None:
-        result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result, scaler)
+        result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result, scaler, ema)
 
     adapter.model.train()
     start = time.perf_counter()
     bar = tqdm(total=config.steps, initial=result.resumed_from, desc=desc, disable=not progress)
     try:
         for step in range(result.resumed_from, config.steps):
-            g = step_generator(config.seed + 104729, step)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss_f = reduce(adapter.loss(adapter.draw_noise(forget(step), g)).float())
-                loss = loss_f
-                loss_r = torch.zeros(())
-                if use_replay:
-                    loss_r = reduce(adapter.loss(adapter.draw_noise(remember(step), g)).float())
-                    loss = loss + config.gamma * loss_r
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay {loss_r.item():.4g}). "
-                    "The model was not updated with it. Lower the learning rate or lambda, set grad_clip, "
-                    "or check the surrogate data for NaNs" + (f"; the last checkpoint is in {run_dir}" if run_dir else "") + "."
-                )
-            scaler.scale(loss).backward()
+            loss_f_sum, loss_r_sum, loss_sum = 0.0, 0.0, 0.0
+            for micro in range(step * accum, (step + 1) * accum):  # with accum = 1: micro == step
+                g = step_generator(config.seed + 104729, micro)
+                with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss_f = reduce(adapter.loss(adapter.draw_noise(forget(micro), g)).float())
+                    loss = loss_f
+                    loss_r = torch.zeros(())
+                    if use_replay:
+                        loss_r = reduce(adapter.loss(adapter.draw_noise(remember(micro), g)).float())
+                        loss = loss + config.gamma * loss_r
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay {loss_r.item():.4g}). "
+                        "The model was not updated with it. Lower the learning rate or lambda, set grad_clip, "
+                        "or check the surrogate data for NaNs" + (f"; the last checkpoint is in {run_dir}" if run_dir else "") + "."
+                    )
+                scaler.scale(loss).backward()
+                loss_f_sum, loss_r_sum, loss_sum = loss_f_sum + loss_f.item(), loss_r_sum + loss_r.item(), loss_sum + loss.item()
             scaler.unscale_(optimizer)  # true gradients from here on (a no-op without fp16)
             logged = step % config.log_every == 0 or step + 1 == config.steps
             penalty = ewc.add_grad_(config.lmbda, with_value=logged) if ewc is not None else 0.0
@@ -153,34 +177,45 @@ def selective_amnesia(
                 torch.nn.utils.clip_grad_norm_(params.values(), config.grad_clip)
             scaler.step(optimizer)  # skips the step if fp16 gradients overflowed
             scaler.update()
+            if ema is not None:
+                torch._foreach_lerp_(ema, [p.detach().float() for p in params.values()], 1.0 - config.ema_decay)
             result.steps_done = step + 1
             if logged:
-                row = {"step": step, "forget_loss": loss_f.item(), "replay_loss": loss_r.item(),
-                       "ewc_penalty": penalty, "total": loss.item() + config.lmbda * penalty}
+                row = {"step": step, "forget_loss": loss_f_sum, "replay_loss": loss_r_sum,
+                       "ewc_penalty": penalty, "total": loss_sum + config.lmbda * penalty}
                 result.history.append(row)
                 bar.set_postfix(forget=f"{row['forget_loss']:.1f}", replay=f"{row['replay_loss']:.1f}", ewc=f"{penalty:.3g}")
                 if on_step is not None:
                     on_step(step, row)
             bar.update(1)
             if run_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
-                _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler)
+                _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler, ema)
     finally:
         bar.close()
         adapter.model.eval()
     result.seconds = time.perf_counter() - start
     if run_dir is not None:
-        _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler)
-        save_tensors(run_dir / FINAL, adapter.model.state_dict(), {**settings, "steps": result.steps_done})
+        _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler, ema)
+    if ema is not None:  # the EMA is what gets evaluated, as in the authors' code
+        with torch.no_grad():
+            for p, e in zip(params.values(), ema):
+                p.copy_(e.to(p.dtype))
+    if run_dir is not None:
+        save_tensors(run_dir / FINAL, adapter.model.state_dict(),
+                     {**settings, "steps": result.steps_done, "weights": "ema" if ema is not None else "raw"})
     return result
 
 
 _AMP = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None) -> None:
+def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None,
+                     ema=None) -> None:
     tensors = {f"model.{k}": v for k, v in adapter.model.state_dict().items()}
     if ewc is not None:  # theta* is part of the run: a resumed run must pull towards the same point
         tensors.update({f"anchor.{n}": a for n, a in zip(ewc.names, ewc.anchor)})
+    if ema is not None:
+        tensors.update({f"ema.{n}": e for n, e in zip(adapter.trainable_parameters(), ema)})
     opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
     tensors.update(opt_tensors)
     meta = {**settings, "optimizer": opt_meta, "step": result.steps_done, "history": result.history}
@@ -189,12 +224,13 @@ def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, res
     save_tensors(run_dir / CHECKPOINT, tensors, meta)
 
 
-def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None) -> int:
+def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None,
+                  ema=None) -> int:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return 0
     tensors, meta = load_tensors(path, device=adapter.device)
-    for key in ("model_config", "fisher_samples"):
+    for key in ("model_config", "fisher_samples", "fisher_estimator", "batch_reduction"):
         if meta.get(key) != settings[key]:
             raise CheckpointError(f"{path} was made with {key}={meta.get(key)!r}, this run has {settings[key]!r}. "
                                   "Use a different run_dir, or delete the old one to start over.")
@@ -211,6 +247,9 @@ def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result
     optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
     if ewc is not None:
         ewc.anchor = [tensors[f"anchor.{n}"].to(a.dtype) for n, a in zip(ewc.names, ewc.anchor)]
+    if ema is not None:
+        for i, n in enumerate(adapter.trainable_parameters()):
+            ema[i] = tensors[f"ema.{n}"].float()
     if scaler is not None and scaler.is_enabled() and "grad_scaler" in meta:
         scaler.load_state_dict(meta["grad_scaler"])
     result.history = list(meta.get("history", []))

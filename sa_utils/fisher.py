@@ -15,6 +15,18 @@ quantity. Three ways to compute the same sum, all exact:
   chunks so memory stays bounded.
 
 ``"auto"`` takes ``"linear"`` when the model allows it, else ``"vmap"``.
+
+**Diffusion models** (chapter 7) need one more choice, the *estimator* of a sample's score.
+The authors (``ddpm/runners/diffusion.py`` ``save_fim``; ``sd/ldm/models/diffusion/ddpm_fim.py``)
+add each sample's loss over **all** ``T`` timesteps, with fresh noise at every ``t``, take the
+gradient of that sum and square it: the sum comes before the square. :class:`TimestepSum`
+computes exactly that, batched: the ``T`` noised copies of one image go through the network in
+chunks, one backward pass per chunk, accumulating the sample's gradient
+(:func:`sq_grad_sum_timesteps`; :func:`sq_grad_sum_timestep_loop` is the authors' one-timestep-
+at-a-time algorithm, kept as the reference). ``TimestepSum(k=K)`` is the cheaper stratified
+estimate: one timestep from each of ``K`` equal strata, each term weighted by its stratum's size.
+The estimator's name is stored in the Fisher file (``metadata["estimator"]``) and
+:meth:`DiagonalFisher.load` refuses a file made by another one.
 """
 from __future__ import annotations
 
@@ -30,8 +42,51 @@ from tqdm.auto import tqdm
 
 from .adapters.base import Batch, GenerativeAdapter
 from .checkpoint import CheckpointError, check_state_matches, load_tensors, save_tensors
+from .runtime import step_generator
 
 METHODS = ("auto", "linear", "vmap", "loop")
+SINGLE = "single-draw"
+"""Estimator name: the gradient of one draw of the loss's randomness per sample (the VAE's, as the authors)."""
+
+
+@dataclass(frozen=True)
+class TimestepSum:
+    """The diffusion Fisher's per-sample gradient: of the loss summed over timesteps.
+
+    ``k=None``: all ``T`` timesteps, fresh noise at each (the authors' estimator, exact).
+    ``k=K``: stratified, one timestep drawn uniformly in each of ``K`` consecutive strata of
+    ``[0, T)``, its loss weighted by the stratum's size (so the sum estimates the full sum).
+    ``chunk``: noised copies per forward/backward pass (memory; the result does not depend on it).
+    ``cond_drop``: probability that a term uses the null condition, as the authors' DDPM Fisher
+    does (their loss keeps the training-time condition dropout of 0.1).
+    """
+
+    k: int | None = None
+    chunk: int = 125
+    cond_drop: float = 0.0
+
+    def __post_init__(self):
+        if self.k is not None and (not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"TimestepSum(k=...) must be a positive integer or None (all timesteps), got {self.k!r}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {self.chunk}")
+        if not 0.0 <= self.cond_drop < 1.0:
+            raise ValueError(f"cond_drop must lie in [0, 1), got {self.cond_drop}")
+
+    @property
+    def name(self) -> str:
+        base = "timestep-sum" if self.k is None else f"stratified-{self.k}"
+        return base + (f"+cond-drop-{self.cond_drop:g}" if self.cond_drop else "")
+
+    def draw(self, T: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Timesteps ``[K]`` and their weights ``[K]`` for one sample."""
+        if self.k is None or self.k >= T:
+            return torch.arange(T), torch.ones(T)
+        edges = torch.linspace(0, T, self.k + 1).round().long()
+        size = edges[1:] - edges[:-1]
+        u = torch.rand(self.k, generator=generator, device=generator.device).cpu()
+        t = edges[:-1] + (u * size).long().clamp(max=size - 1)
+        return t, size.float()
 
 
 @dataclass
@@ -46,15 +101,28 @@ class DiagonalFisher:
         meta = {"kind": "diagonal_fisher", "n_samples": self.n_samples, "signature": _signature(self.values), **self.metadata}
         return save_tensors(path, self.values, meta)
 
+    @property
+    def estimator(self) -> str:
+        """Which estimator made it (files from before the field existed used one draw per sample)."""
+        return self.metadata.get("estimator", SINGLE)
+
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module | dict[str, nn.Parameter] | None = None) -> "DiagonalFisher":
-        """Load a Fisher file; with ``model``, check it covers exactly the trainable parameters."""
+    def load(cls, path: str | Path, model: nn.Module | dict[str, nn.Parameter] | None = None,
+             estimator: "str | TimestepSum | None" = None) -> "DiagonalFisher":
+        """Load a Fisher file; with ``model``, check it covers exactly the trainable parameters;
+        with ``estimator``, check it was made by that estimator (a name or a :class:`TimestepSum`)."""
         values, meta = load_tensors(path)
         if meta.get("kind") != "diagonal_fisher":
             raise CheckpointError(f"{path} is not a Fisher file (metadata kind={meta.get('kind')!r}).")
         fisher = cls(values, int(meta.pop("n_samples")), {k: v for k, v in meta.items() if k not in ("kind", "signature")})
         if model is not None:
             fisher.check_matches(model, path)
+        if estimator is not None:
+            want = estimator.name if isinstance(estimator, TimestepSum) else str(estimator)
+            if fisher.estimator != want:
+                raise CheckpointError(f"{path} was made by the Fisher estimator {fisher.estimator!r}, but {want!r} was "
+                                      "asked for: the two differ by orders of magnitude, so lambda would not mean the "
+                                      "same. Recompute the Fisher with the estimator you want, or ask for this one.")
         return fisher
 
     def check_matches(self, model: nn.Module | dict[str, nn.Parameter], where: str | Path = "Fisher") -> None:
@@ -65,7 +133,13 @@ class DiagonalFisher:
         return torch.cat([v.flatten() for v in self.values.values()])
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "DiagonalFisher":
-        """On ``device`` (and in ``dtype``, e.g. float16 to halve F's memory during SA)."""
+        """On ``device`` (and in ``dtype``, to halve F's memory during SA).
+
+        Half precision means **bfloat16** for F: ``dtype=torch.float16`` is stored as bfloat16,
+        because float16's range would flush most entries of a diffusion Fisher to zero (see
+        :class:`sa_utils.ewc.EWCPenalty`)."""
+        if dtype == torch.float16:
+            dtype = torch.bfloat16
         return DiagonalFisher({k: v.to(device, dtype or v.dtype) for k, v in self.values.items()}, self.n_samples,
                               dict(self.metadata))
 
@@ -187,6 +261,63 @@ def sq_grad_sum_vmap(adapter: GenerativeAdapter, batch: Batch, chunk_size: int =
     return {k[len("model."):]: v for k, v in out.items()}
 
 
+# --------------------------------------------------------------------------- timestep sums (diffusion)
+def _timestep_draws(adapter, sample: Batch, est: TimestepSum, generator: torch.Generator):
+    """Timesteps, weights, noises and condition-drop flags of one sample, all from ``generator``."""
+    t, w = est.draw(adapter.num_train_timesteps, generator)
+    dev = generator.device
+    eps = torch.randn((len(t), *sample["x"].shape[1:]), generator=generator, device=dev, dtype=torch.float32)
+    drop = (torch.rand(len(t), generator=generator, device=dev) < est.cond_drop).cpu() if est.cond_drop else None
+    return t, w, eps, drop
+
+
+def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """``sum_b (grad sum_t w_t loss(x_b, c_b, t, eps_bt))**2`` by name: the timestep sum before the square.
+
+    For each sample, its noised copies go through the network ``est.chunk`` at a time; each
+    chunk's summed loss gets one backward pass, and the gradients add up to the gradient of the
+    whole sum. ``generators[b]`` draws sample ``b``'s timesteps and noise.
+    """
+    params = adapter.trainable_parameters()
+    names, plist = list(params), list(params.values())
+    out = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    for b in range(len(batch["x"])):
+        one = {k: v[b:b + 1] for k, v in batch.items()}
+        t, w, eps, drop = _timestep_draws(adapter, one, est, generators[b])
+        acc = [torch.zeros_like(p, dtype=torch.float32) for p in plist]
+        for lo in range(0, len(t), est.chunk):
+            hi = lo + est.chunk
+            sub = adapter.timestep_batch(one, t[lo:hi], eps[lo:hi], None if drop is None else drop[lo:hi])
+            loss = (adapter.loss(sub).float() * w[lo:hi].to(sub["x"].device)).sum()
+            for a, g in zip(acc, torch.autograd.grad(loss, plist, allow_unused=True)):
+                if g is not None:
+                    a.add_(g.float())
+        for n, a in zip(names, acc):
+            out[n].add_(a.pow(2))
+    return out
+
+
+def sq_grad_sum_timestep_loop(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """Reference for :func:`sq_grad_sum_timesteps`: the authors' algorithm, one timestep per
+    forward and backward pass, the gradients added over ``t`` before squaring. Same draws."""
+    params = adapter.trainable_parameters()
+    names, plist = list(params), list(params.values())
+    out = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    for b in range(len(batch["x"])):
+        one = {k: v[b:b + 1] for k, v in batch.items()}
+        t, w, eps, drop = _timestep_draws(adapter, one, est, generators[b])
+        acc = [torch.zeros_like(p, dtype=torch.float32) for p in plist]
+        for j in range(len(t)):
+            sub = adapter.timestep_batch(one, t[j:j + 1], eps[j:j + 1], None if drop is None else drop[j:j + 1])
+            loss = adapter.loss(sub).float().sum() * w[j]
+            for a, g in zip(acc, torch.autograd.grad(loss, plist, allow_unused=True)):
+                if g is not None:
+                    a.add_(g.float())
+        for n, a in zip(names, acc):
+            out[n].add_(a.pow(2))
+    return out
+
+
 # --------------------------------------------------------------------------- driver
 def diagonal_fisher(
     adapter: GenerativeAdapter,
@@ -196,6 +327,7 @@ def diagonal_fisher(
     vmap_chunk_size: int = 32,
     total: int | None = None,
     progress: bool = True,
+    estimator: TimestepSum | None = None,
 ) -> DiagonalFisher:
     """Average per-sample squared gradients of ``adapter.loss`` over ``batches``.
 
@@ -203,8 +335,21 @@ def diagonal_fisher(
     The loss's randomness (e.g. the VAE's reparameterisation noise) is drawn here from a
     generator seeded with ``seed``, so every ``method`` sees identical draws and returns
     the same numbers up to float rounding.
+
+    ``estimator``: ``None`` squares the gradient of one draw per sample (the VAE); a
+    :class:`TimestepSum` (diffusion adapters) squares the gradient of the loss summed over
+    timesteps. Sample ``i`` (counted over all batches) then draws its timesteps and noise from
+    ``step_generator(seed, i)``, so the result does not depend on how samples are batched;
+    ``method`` is ``"batched"`` (:func:`sq_grad_sum_timesteps`) or ``"loop"`` (the authors'
+    one-timestep-per-pass reference).
     """
-    if method not in METHODS:
+    if estimator is not None:
+        if method not in ("auto", "batched", "loop"):
+            raise ValueError(f"with a TimestepSum estimator, method must be 'batched' (or 'auto') or 'loop', got {method!r}")
+        if not hasattr(adapter, "timestep_batch"):
+            raise ValueError(f"{type(adapter).__name__} is not a diffusion adapter; a TimestepSum estimator needs timesteps")
+        method = "loop" if method == "loop" else "batched"
+    elif method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         method = "linear" if linear_eligible(adapter) else "vmap"
@@ -212,7 +357,10 @@ def diagonal_fisher(
         "loop": sq_grad_sum_loop,
         "linear": sq_grad_sum_linear,
         "vmap": lambda a, b: sq_grad_sum_vmap(a, b, vmap_chunk_size),
+        "batched": None,
     }[method]
+    if estimator is not None:
+        timestep_fn = sq_grad_sum_timestep_loop if method == "loop" else sq_grad_sum_timesteps
     params = adapter.trainable_parameters()
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
@@ -224,8 +372,13 @@ def diagonal_fisher(
     bar = tqdm(total=total, desc=f"Fisher ({method})", unit="sample", disable=not progress)
     try:
         for batch in batches:
-            batch = adapter.draw_noise({k: v.to(adapter.device) for k, v in batch.items()}, generator)
-            sums = fn(adapter, batch)
+            batch = {k: v.to(adapter.device) for k, v in batch.items()}
+            if estimator is None:
+                sums = fn(adapter, adapter.draw_noise(batch, generator))
+            else:
+                adapter.check_condition(batch["c"])
+                gens = [step_generator(seed, count + b) for b in range(len(batch["x"]))]
+                sums = timestep_fn(adapter, batch, estimator, gens)
             for n, s in sums.items():
                 total_sq[n].add_(s.float())
             count += len(batch["x"])
@@ -239,4 +392,8 @@ def diagonal_fisher(
     for n, v in values.items():
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"non-finite Fisher values in {n}: the model's loss overflowed on its own samples")
-    return DiagonalFisher(values, count, {"method": method, "model_config": adapter.config(), "seed": seed})
+    meta = {"method": method, "model_config": adapter.config(), "seed": seed,
+            "estimator": estimator.name if estimator is not None else SINGLE}
+    if estimator is not None:
+        meta["num_train_timesteps"] = adapter.num_train_timesteps
+    return DiagonalFisher(values, count, meta)

@@ -19,7 +19,7 @@ from .adapters.ddpm import DDPMAdapter
 from .amnesia import SAConfig, SAResult, selective_amnesia
 from .checkpoint import CheckpointError, load_model, load_tensors, save_model
 from .data import load_cifar10, load_mnist
-from .fisher import DiagonalFisher, diagonal_fisher
+from .fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from .models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
 from .replay import frozen_copy
 from .runtime import cache_dir, default_device, resolve_mode, settings_digest
@@ -54,9 +54,22 @@ class DDPMRecipe:
     grad_clip: float = 1.0
     cond_drop: float = 0.1
     guidance_scale: float = 2.0
+    """The authors' ``cond_scale``: ``(1 + w) eps_c - w eps_u`` (their w = 2)."""
     sample_steps: int = 25
+    sampler: str = "ddim"
+    """``"ddim"`` (``sample_steps`` deterministic steps) or ``"ddpm"`` (the authors' 1,000 ancestral steps)."""
+    fisher_timesteps: int | None = None
+    """``None``: the authors' Fisher, the loss summed over all T timesteps per sample; ``K``: the
+    stratified estimate with K timesteps (:class:`sa_utils.fisher.TimestepSum`)."""
+    sa_ema: float | None = None
+    """EMA of the weights during SA, evaluated at the end (the authors': 0.9999)."""
     num_train_timesteps: int = 1000
     seed: int = 0
+
+    @property
+    def fisher_estimator(self) -> TimestepSum:
+        """The authors' DDPM Fisher keeps training's condition dropout (their loss's default 0.1)."""
+        return TimestepSum(k=self.fisher_timesteps, cond_drop=self.cond_drop)
 
     def train_settings(self) -> dict:
         return {"dataset": self.dataset, "unet": self.unet.to_dict(), "steps": self.train_steps,
@@ -65,17 +78,24 @@ class DDPMRecipe:
 
     def sa_config(self, **overrides) -> SAConfig:
         cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr,
-                       grad_clip=self.grad_clip, seed=self.seed, checkpoint_every=max(self.sa_steps // 10, 50))
+                       grad_clip=self.grad_clip, seed=self.seed, checkpoint_every=max(self.sa_steps // 10, 50),
+                       ema_decay=self.sa_ema)
         return replace(cfg, **overrides)
 
 
 RECIPES = {
+    # quick: a CPU. The Fisher is the stratified estimate (K timesteps per sample; chapter 7 measures
+    # its error against the exact sum), sampling is 25 DDIM steps, SA keeps no EMA (an EMA of 0.9999
+    # over 400 steps would move 4 % of the way from theta*).
     "quick": DDPMRecipe("quick", "mnist", MNIST_UNET, train_steps=6_000, train_batch=64, train_lr=5e-4,
-                        ema_decay=0.999, pool_per_class=100, fisher_samples=1_000, sa_steps=400, sa_batch=32,
-                        sa_lr=1e-4, eval_per_class=100),
+                        ema_decay=0.999, pool_per_class=100, fisher_samples=200, sa_steps=400, sa_batch=32,
+                        sa_lr=1e-4, eval_per_class=100, fisher_timesteps=10),
+    # full: the authors' CIFAR-10 settings (ddpm/configs/cifar10_forget.yml, cifar10_fim.yml, runners/diffusion.py):
+    # exact Fisher over 500 samples per class, 20k steps, batch 128, Adam 1e-4, clip 1, EMA 0.9999 evaluated,
+    # w = 2 and 1,000 ancestral sampling steps.
     "full": DDPMRecipe("full", "cifar10", CIFAR_UNET, train_steps=200_000, train_batch=128, train_lr=2e-4,
                        ema_decay=0.9999, pool_per_class=500, fisher_samples=5_000, sa_steps=20_000, sa_batch=128,
-                       sa_lr=1e-4, eval_per_class=500, sample_steps=50),
+                       sa_lr=1e-4, eval_per_class=500, sample_steps=1000, sampler="ddpm", sa_ema=0.9999),
 }
 
 
@@ -102,7 +122,7 @@ def dataset(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
 
 def adapter_for(r: DDPMRecipe, model: torch.nn.Module) -> DDPMAdapter:
     return DDPMAdapter(model, r.unet, num_train_timesteps=r.num_train_timesteps, guidance_scale=r.guidance_scale,
-                       sample_steps=r.sample_steps)
+                       sample_steps=r.sample_steps, sampler=r.sampler)
 
 
 def base_name(r: DDPMRecipe) -> str:
@@ -172,7 +192,8 @@ def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True) -> tuple
     """
     from .metrics import generate_per_class
 
-    settings = {"base": base_name(r), "n": r.pool_per_class, "w": r.guidance_scale, "steps": r.sample_steps, "seed": r.seed}
+    settings = {"base": base_name(r), "n": r.pool_per_class, "w": r.guidance_scale, "guidance": "(1+w)c-wu",
+                "sampler": r.sampler, "steps": r.sample_steps, "seed": r.seed}
     path = _dir(r) / f"pool-{settings_digest(settings)}.safetensors"
     if path.exists():
         t, _ = load_tensors(path)
@@ -185,21 +206,43 @@ def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True) -> tuple
     return x, c
 
 
-def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], method: str = "vmap",
-                progress: bool = True, chunk_size: int = 16) -> DiagonalFisher:
-    """Diagonal Fisher of the pretrained DDPM from ``r.fisher_samples`` of its own samples (cached).
+def fisher_samples(r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], n: int | None = None,
+                   seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` (default ``r.fisher_samples``) pool samples of the classes, the same number of each.
 
-    One timestep and one noise draw per sample, per-sample squared gradients (``vmap``).
+    As in the authors' code, the Fisher sees generated samples of every class, not of the null
+    class; the null condition enters through condition dropout in the loss (see ``fisher_estimator``).
     """
     x, c = pool
-    n = min(r.fisher_samples, len(x))
-    path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-n{n}-s{r.seed}.safetensors"
+    k = r.unet.n_classes
+    n = r.fisher_samples if n is None else n
+    per = -(-n // k)
+    g = torch.Generator().manual_seed(r.seed if seed is None else seed)
+    idx = []
+    for cls in range(k):
+        where = (c == cls).nonzero().flatten()
+        idx.append(where[torch.randperm(len(where), generator=g)[:per]])
+    order = torch.cat(idx)[torch.randperm(per * k, generator=g)][:n]
+    return x[order], c[order]
+
+
+def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], progress: bool = True,
+                estimator: TimestepSum | None = None, n: int | None = None) -> DiagonalFisher:
+    """Diagonal Fisher of the pretrained DDPM from ``n`` (default ``r.fisher_samples``) of its own samples (cached).
+
+    Per sample, the gradient of the noise-prediction loss summed over timesteps, squared
+    (``estimator``, default ``r.fisher_estimator``: all T = 1000 in full mode, the authors'
+    ``save_fim`` in ``ddpm/runners/diffusion.py``; K stratified timesteps in quick mode).
+    """
+    est = estimator or r.fisher_estimator
+    x, c = fisher_samples(r, pool, n)
+    settings = {"base": base_name(r), "n": len(x), "seed": r.seed, "estimator": est.name,
+                "pool": r.pool_per_class, "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler}
+    path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-{settings_digest(settings)}.safetensors"
     if path.exists():
-        return DiagonalFisher.load(path, base.model)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(r.seed))[:n]
-    batches = ({"x": x[order[i:i + 100]], "c": c[order[i:i + 100]]} for i in range(0, n, 100))
-    fisher = diagonal_fisher(base, batches, method=method, seed=r.seed, total=n, progress=progress,
-                             vmap_chunk_size=chunk_size)
+        return DiagonalFisher.load(path, base.model, estimator=est)
+    batches = ({"x": x[i:i + 50], "c": c[i:i + 50]} for i in range(0, len(x), 50))
+    fisher = diagonal_fisher(base, batches, seed=r.seed, total=len(x), progress=progress, estimator=est)
     fisher.metadata["base"] = base_name(r)
     fisher.save(path)
     return fisher
@@ -225,8 +268,11 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
     pool = pool if pool is not None else model_pool(base, r, progress)
     if cfg.lmbda != 0 and fisher is None:
         fisher = ddpm_fisher(base, r, pool, progress=progress)
+    use_f = fisher is not None and cfg.lmbda
     settings = {"forget": forget, "sa": asdict(cfg), "batch": r.sa_batch, "base": base_name(r), "pool": r.pool_per_class,
-                "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0, "surrogate": "noise"}
+                "fisher_n": fisher.n_samples if use_f else 0, "fisher_estimator": fisher.estimator if use_f else None,
+                "fisher_digest": settings_digest([float(v.double().sum()) for v in fisher.values.values()]) if use_f else None,
+                "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler, "surrogate": "noise"}
     run_dir = _dir(r) / "runs" / f"forget-{settings_digest(settings)}"
     student = adapter_for(r, frozen_copy(base).model.train().requires_grad_(True))
     shape = (r.unet.channels, r.unet.sample_size, r.unet.sample_size)

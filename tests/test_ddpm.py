@@ -51,7 +51,7 @@ def test_sampler_shapes_range_and_reproducibility(tiny_ddpm):
     x = tiny_ddpm.sample(c, torch.Generator().manual_seed(0))
     assert x.shape == (4, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
     assert torch.equal(x, tiny_ddpm.sample(c, torch.Generator().manual_seed(0)))
-    unguided = tiny_ddpm.sample(c, torch.Generator().manual_seed(0), guidance_scale=1.0)
+    unguided = tiny_ddpm.sample(c, torch.Generator().manual_seed(0), guidance_scale=0.0)  # the authors' w = 0
     assert torch.allclose(unguided[3], x[3], atol=1e-5)  # guidance leaves the null class alone
     assert not torch.allclose(unguided[0], x[0], atol=1e-4)
     tiny_ddpm.sample_batch = 3  # chunked sampling gives the same images
@@ -151,3 +151,49 @@ def test_forget_class_rejects_bad_ids(cache):
     r = zoo_ddpm.recipe("quick", unet=TINY_UNET)
     with pytest.raises(ValueError, match="0..9"):
         zoo_ddpm.forget_class(None, r, forget=10)
+
+
+def test_guidance_is_the_authors_convention(tiny_ddpm, monkeypatch):
+    """(1 + w) eps_c - w eps_u (``ddpm/models/diffusion.py``): w = 2 is eps_u + 3 (eps_c - eps_u)."""
+    seen = []
+    real = tiny_ddpm.sampler
+
+    def one_step(steps=None):
+        s = real(1)
+        orig = s.step
+
+        def step(eps, t, x, **kw):
+            seen.append(eps)
+            return orig(eps, t, x, **kw)
+        s.step = step
+        return s
+
+    monkeypatch.setattr(tiny_ddpm, "sampler", one_step)
+    c = torch.tensor([3])
+    tiny_ddpm.sample(c, torch.Generator().manual_seed(0), guidance_scale=2.0)
+    x_T = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    t = real(1).timesteps[0]
+    with torch.no_grad():
+        e_c = tiny_ddpm.model(x_T, t, class_labels=c).sample
+        e_u = tiny_ddpm.model(x_T, t, class_labels=torch.tensor([10])).sample
+    torch.testing.assert_close(seen[0], e_u + 3 * (e_c - e_u), rtol=1e-4, atol=1e-5)
+
+
+def test_ancestral_sampler_is_reproducible_and_refuses_few_steps():
+    torch.manual_seed(0)
+    a = DDPMAdapter(build_unet(TINY_UNET), TINY_UNET, num_train_timesteps=20, sampler="ddpm", sample_steps=20)
+    c = torch.tensor([1, 10])
+    x = a.sample(c, torch.Generator().manual_seed(0))
+    assert x.shape == (2, 1, 28, 28) and torch.equal(x, a.sample(c, torch.Generator().manual_seed(0)))
+    assert not torch.equal(x, a.sample(c, torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="all 20 steps"):
+        a.sample(c, steps=5)
+
+
+def test_loss_sums_over_pixels_and_sa_averages_over_the_batch(tiny_ddpm):
+    """The authors' reductions (``ddpm/functions/losses.py``): the adapter, not a global switch, owns them."""
+    b = tiny_ddpm.draw_noise(_batch(4), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        pred = tiny_ddpm.model(tiny_ddpm.noisy(b["x"] * 2 - 1, b["eps"], b["t"]), b["t"], class_labels=b["c"]).sample
+    torch.testing.assert_close(tiny_ddpm.loss(b).detach(), (pred - b["eps"]).pow(2).sum((1, 2, 3)))
+    assert tiny_ddpm.batch_reduction == "mean"

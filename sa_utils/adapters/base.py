@@ -23,6 +23,12 @@ class GenerativeAdapter(ABC):
 
     model: nn.Module
 
+    batch_reduction: str = "sum"
+    """How SA combines the per-sample losses of a batch: ``"sum"`` or ``"mean"``. Each adapter
+    sets what the authors' code does for its model (VAE: sum; DDPM and Stable Diffusion: mean),
+    so that lambda and gamma mean what they mean there. Together with the loss's own reduction
+    over pixels (in :meth:`loss`) it fixes the scale of the data terms against EWC."""
+
     @abstractmethod
     def loss(self, batch: Batch) -> torch.Tensor:
         """Per-sample loss of shape ``[B]``: an upper bound on ``-log p(x | theta, c)``."""

@@ -5,12 +5,17 @@ adapter maps them to the ``[-1, 1]`` range the diffusion model works in and back
 
 * :meth:`DDPMAdapter.loss` is the simplified DDPM objective of one sample at its own
   timestep ``t`` and noise ``eps`` (both drawn by :meth:`draw_noise`, so the loss is a
-  deterministic function of parameters and batch): ``mean_pixels (eps_theta(x_t, t, c) - eps)^2``.
+  deterministic function of parameters and batch): ``sum_pixels (eps_theta(x_t, t, c) - eps)^2``.
   Up to a per-timestep weight and constants it is one Monte-Carlo term of the negative
-  ELBO, so the Fisher, EWC and replay machinery of Part I applies unchanged.
-* :meth:`DDPMAdapter.sample` runs a DDIM sampler with classifier-free guidance: the
-  conditional and the null-class predictions are combined as
-  ``eps_u + w * (eps_c - eps_u)``. For the null class itself this is the unguided model.
+  ELBO, so the Fisher, EWC and replay machinery of Part I applies unchanged. As in the
+  authors' code (``ddpm/functions/losses.py``) the squared error is *summed* over pixels and
+  SA *averages* it over the batch (``batch_reduction = "mean"``).
+* :meth:`DDPMAdapter.sample` runs a sampler with classifier-free guidance in the authors'
+  convention (``ddpm/models/diffusion.py``, ``_forward_with_cond_scale``): the conditional
+  and the null-class predictions are combined as ``(1 + w) * eps_c - w * eps_u``, so ``w = 0``
+  is the plain conditional model (``eps_u + s (eps_c - eps_u)`` with ``s = 1 + w``). The
+  sampler is DDIM (``sampler="ddim"``, deterministic, few steps) or the ancestral DDPM
+  sampler with the variance beta_t the authors sample with (``sampler="ddpm"``, 1,000 steps).
 """
 from __future__ import annotations
 
@@ -24,10 +29,18 @@ from .base import Batch
 from .diffusion import DiffusionAdapter
 
 
+SAMPLERS = ("ddim", "ddpm")
+
+
 class DDPMAdapter(DiffusionAdapter):
+    batch_reduction = "mean"
+
     def __init__(self, model: UNet2DModel, config: UNetConfig, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", guidance_scale: float = 2.0, sample_steps: int = 25,
-                 sample_batch: int = 32):
+                 sample_batch: int = 32, sampler: str = "ddim"):
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler_kind = sampler
         self.model, self.unet_config = model, config
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
                                              clip_sample=False)
@@ -47,23 +60,34 @@ class DDPMAdapter(DiffusionAdapter):
             raise ValueError(f"class ids must lie in [0, {k - 1}], or be {k} for the null (unconditional) class; "
                              f"got {sorted(set(c.tolist()))}")
 
+    def null_condition(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(c, self.null_class)
+
     # ------------------------------------------------------------------ loss
     def loss(self, batch: Batch) -> torch.Tensor:
         x0 = batch["x"] * 2 - 1
         eps, t = batch["eps"], batch["t"]
         xt = self.noisy(x0, eps, t)
         pred = self.model(xt, t, class_labels=batch["c"]).sample
-        return (pred - eps).pow(2).flatten(1).mean(1)
+        return (pred - eps).pow(2).flatten(1).sum(1)
 
     # ------------------------------------------------------------------ sampling
-    def sampler(self, steps: int | None = None) -> DDIMScheduler:
-        """A fresh DDIM scheduler on the training noise schedule (eta = 0: deterministic given x_T).
+    def sampler(self, steps: int | None = None) -> DDIMScheduler | DDPMScheduler:
+        """A fresh sampler on the training noise schedule.
 
-        ``clip_sample`` stays off: clipping the predicted clean image to [-1, 1] at every step
-        interacts badly with guidance (measured: guided digits collapse into blobs); the
-        final image is clamped to [0, 1] instead.
+        DDIM (eta = 0: deterministic given x_T), or the ancestral DDPM sampler with variance
+        beta_t (the authors' ``fixedlarge``). ``clip_sample`` stays off: clipping the predicted
+        clean image to [-1, 1] at every step interacts badly with guidance (measured: guided
+        digits collapse into blobs); the final image is clamped to [0, 1] instead.
         """
-        sched = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing", set_alpha_to_one=False)
+        if self.sampler_kind == "ddpm":
+            if (steps or self.sample_steps) != self.num_train_timesteps:
+                raise ValueError(f"the ancestral DDPM sampler runs all {self.num_train_timesteps} steps; got "
+                                 f"steps={steps or self.sample_steps}. Use sampler='ddim' for fewer steps.")
+            sched = DDPMScheduler.from_config(self.noise_scheduler.config, variance_type="fixed_large")
+        else:
+            sched = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing",
+                                              set_alpha_to_one=False)
         sched.set_timesteps(steps or self.sample_steps)
         return sched
 
@@ -84,25 +108,42 @@ class DDPMAdapter(DiffusionAdapter):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = [self._ddim(x_T[i:i + self.sample_batch].to(self.device), c[i:i + self.sample_batch].to(self.device), w, steps)
-                   for i in range(0, len(c), self.sample_batch)]
+            out = [self._denoise(x_T[i:i + self.sample_batch].to(self.device), c[i:i + self.sample_batch].to(self.device),
+                                 w, steps, generator) for i in range(0, len(c), self.sample_batch)]
         finally:
             self.model.train(was_training)
         return torch.cat(out) if out else x_T.new_zeros(x_T.shape)
 
-    def _ddim(self, x: torch.Tensor, c: torch.Tensor, w: float, steps: int | None) -> torch.Tensor:
+    def _denoise(self, x: torch.Tensor, c: torch.Tensor, w: float, steps: int | None,
+                 generator: torch.Generator | None) -> torch.Tensor:
         sched = self.sampler(steps)
         null = torch.full_like(c, self.null_class)
+        ancestral = self.sampler_kind == "ddpm"
         for t in sched.timesteps:
-            if w == 1.0:
+            if w == 0.0:
                 eps = self.model(x, t, class_labels=c).sample
             else:
                 e_c, e_u = self.model(torch.cat([x, x]), t, class_labels=torch.cat([c, null])).sample.chunk(2)
-                eps = e_u + w * (e_c - e_u)
-            x = sched.step(eps, t, x).prev_sample
+                eps = (1 + w) * e_c - w * e_u
+            if ancestral:  # step noise from the caller's generator, so samples are reproducible
+                z = torch.randn(x.shape, generator=generator,
+                                device=generator.device if generator is not None else torch.device("cpu"))
+                x = _ancestral_step(sched, eps, int(t), x, z.to(x.device, x.dtype))
+            else:
+                x = sched.step(eps, t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
     def config(self) -> dict[str, Any]:
-        return {"model": "UNet2DModel-DDPM", **self.unet_config.to_dict(),
+        return {"model": "UNet2DModel-DDPM", **self.unet_config.to_dict(), "loss": "sum_pixels",
                 "num_train_timesteps": self.noise_scheduler.config.num_train_timesteps,
                 "beta_schedule": self.noise_scheduler.config.beta_schedule}
+
+
+def _ancestral_step(sched: DDPMScheduler, eps: torch.Tensor, t: int, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``x_{t-1} = mu_theta(x_t, t) + sqrt(beta_t) z`` (no noise at t = 0): the DDPM posterior mean
+    through the predicted clean image, with the authors' variance ``beta_t`` (``fixedlarge``)."""
+    ab, beta = sched.alphas_cumprod[t].to(x), sched.betas[t].to(x)
+    ab_prev = sched.alphas_cumprod[t - 1].to(x) if t > 0 else torch.ones((), dtype=x.dtype, device=x.device)
+    x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+    mu = (ab_prev.sqrt() * beta / (1 - ab)) * x0 + ((1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)) * x
+    return mu + beta.sqrt() * z if t > 0 else mu

@@ -30,6 +30,32 @@ class DiffusionAdapter(GenerativeAdapter):
         eps = torch.randn(x.shape, generator=generator, device=dev, dtype=torch.float32)
         return {**batch, "t": t.to(x.device), "eps": eps.to(x.device, x.dtype)}
 
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.noise_scheduler.config.num_train_timesteps)
+
+    def null_condition(self, c: torch.Tensor) -> torch.Tensor:
+        """The "no condition" input of the same shape as ``c`` (for condition dropout in the Fisher)."""
+        raise NotImplementedError(f"{type(self).__name__} has no null condition; use cond_drop=0")
+
+    def timestep_batch(self, sample: Batch, t: torch.Tensor, eps: torch.Tensor, drop: torch.Tensor | None = None) -> Batch:
+        """One sample (a batch of size 1) repeated at the timesteps ``t`` with the noises ``eps``.
+
+        The timestep-sum Fisher (:class:`sa_utils.fisher.TimestepSum`) feeds such batches to
+        :meth:`loss`: all noised copies of one image go through the network together, and one
+        backward pass gives the gradient of their summed loss. ``drop`` (bool, per copy)
+        replaces the condition by :meth:`null_condition`, as in training with condition dropout.
+        """
+        n = len(t)
+        out = {k: v.expand(n, *v.shape[1:]) for k, v in sample.items() if k not in ("t", "eps")}
+        if drop is not None and bool(drop.any()):
+            c = out["c"]
+            mask = drop.to(c.device).view(-1, *([1] * (c.dim() - 1)))
+            out["c"] = torch.where(mask, self.null_condition(c), c)
+        out["t"] = t.to(out["x"].device)
+        out["eps"] = eps.to(out["x"].device, out["x"].dtype)
+        return out
+
     def _signal_level(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``alpha_bar_t`` shaped to broadcast over ``x0``."""
         return self.alphas_cumprod.to(x0.device)[t].view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)

@@ -48,6 +48,9 @@ def select_trainable(unet: nn.Module, train_method: str) -> list[str]:
 
 
 class StableDiffusionAdapter(DiffusionAdapter):
+    batch_reduction = "mean"
+    """The authors average the latent-pixel mean squared error over the batch (and over GPUs)."""
+
     def __init__(self, pipeline, train_method: str = "full", guidance_scale: float = 7.5, sample_steps: int = 50,
                  sample_batch: int = 8, height: int | None = None, width: int | None = None):
         from diffusers import DDPMScheduler
@@ -98,7 +101,8 @@ class StableDiffusionAdapter(DiffusionAdapter):
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Per-sample ``mean (model output - target)^2`` at each sample's own ``t`` and noise."""
+        """Per-sample ``mean (model output - target)^2`` over latent pixels, at each sample's own ``t``
+        and noise (the authors' ``p_losses`` in ``sd/ldm/models/diffusion/ddpm_forget.py``)."""
         z0, eps, t = batch["x"], batch["eps"], batch["t"]
         ab = self._signal_level(z0, t)
         zt = self.noisy(z0, eps, t)

@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..checkpoint import load_tensors, save_tensors
-from ..fisher import DiagonalFisher, sq_grad_sum_loop, sq_grad_sum_vmap
+from ..fisher import (SINGLE, DiagonalFisher, TimestepSum, sq_grad_sum_loop, sq_grad_sum_timestep_loop,
+                      sq_grad_sum_timesteps, sq_grad_sum_vmap)
 from ..runtime import step_generator
 from .common import claim_run_folder
 from .imagesets import load_image_set
@@ -35,19 +36,39 @@ class _SingleProcess:
         pass
 
 
-def chunk_batch(adapter, images: torch.Tensor, prompts: list[str], k: int, chunk_size: int, seed: int) -> dict:
-    """Latents and prompt embeddings of chunk ``k`` plus its loss noise, all seeded by ``(seed, k)``."""
+def chunk_batch(adapter, images: torch.Tensor, prompts: list[str], k: int, chunk_size: int, seed: int,
+                with_noise: bool = True) -> dict:
+    """Latents and prompt embeddings of chunk ``k`` plus (``with_noise``) its one-draw loss noise,
+    all seeded by ``(seed, k)``."""
     lo, hi = k * chunk_size, min(len(images), (k + 1) * chunk_size)
     dev = adapter.device
     z = adapter.encode_images(images[lo:hi].to(dev), step_generator(seed, 2 * k, device=dev))
     c = adapter.encode_prompts(prompts[lo:hi])
-    return adapter.draw_noise({"x": z, "c": c}, step_generator(seed, 2 * k + 1))
+    batch = {"x": z, "c": c}
+    return adapter.draw_noise(batch, step_generator(seed, 2 * k + 1)) if with_noise else batch
+
+
+def _sums(adapter, batch: dict, method: str, chunk_size: int, estimator: TimestepSum | None, first: int,
+          seed: int) -> dict[str, torch.Tensor]:
+    """Per-sample squared gradients of one chunk; with ``estimator``, image ``first + b`` draws its
+    timesteps and noise from its own generator, so any sharding gives the same numbers."""
+    if estimator is None:
+        return sq_grad_sum_loop(adapter, batch) if method == "loop" else sq_grad_sum_vmap(adapter, batch, chunk_size)
+    gens = [step_generator(seed + 7919, first + b) for b in range(len(batch["x"]))]
+    fn = sq_grad_sum_timestep_loop if method == "loop" else sq_grad_sum_timesteps
+    return fn(adapter, batch, estimator, gens)
 
 
 def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_size: int = 4, method: str = "vmap",
               seed: int = 0, checkpointing_steps: int = 50, state=None, progress: bool = True,
-              max_chunks: int | None = None) -> DiagonalFisher | None:
+              max_chunks: int | None = None, estimator: TimestepSum | None = TimestepSum()) -> DiagonalFisher | None:
     """Compute (or finish) the Fisher; returns it on the main process, ``None`` on the others.
+
+    ``estimator``: the authors' exact timestep sum by default (``TimestepSum()``: per image, the
+    gradient of the loss summed over all T timesteps, squared); ``TimestepSum(k=K)`` is the
+    stratified estimate; ``None`` squares one (t, eps) draw per image (not the authors' Fisher).
+    ``method``: with an estimator, ``"vmap"`` means the batched timestep sum and ``"loop"`` the
+    authors' one-timestep-per-pass reference.
 
     ``max_chunks`` stops this call after that many new chunks (e.g. a time-limited session),
     saving the partial sums; it then returns ``None`` and a later call continues.
@@ -58,8 +79,9 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
     rank, world = state.process_index, state.num_processes
     images, prompts, set_settings = load_image_set(replay_dir)
     n_chunks = (len(images) + chunk_size - 1) // chunk_size
+    est_name = estimator.name if estimator is not None else SINGLE
     settings = {"replay_set": str(Path(replay_dir).resolve()), "n_images": len(images), "chunk_size": chunk_size,
-                "seed": seed, "model_config": adapter.config()}
+                "seed": seed, "model_config": adapter.config(), "estimator": est_name}
     folder = Path(output_dir)
     if state.is_main_process:
         claim_run_folder(folder, settings, STEP)
@@ -78,7 +100,6 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
         done = list(meta["chunks_done"])
     else:
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    fn = sq_grad_sum_loop if method == "loop" else (lambda a, b: sq_grad_sum_vmap(a, b, chunk_size))
     was_training = adapter.model.training
     adapter.model.eval()
     bar = tqdm(total=len(mine), initial=len(done), desc=f"Fisher (rank {rank}/{world})", unit="chunk",
@@ -91,7 +112,8 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
             if max_chunks is not None and new >= max_chunks:
                 break
             new += 1
-            for n, s in fn(adapter, chunk_batch(adapter, images, prompts, k, chunk_size, seed)).items():
+            batch = chunk_batch(adapter, images, prompts, k, chunk_size, seed, with_noise=estimator is None)
+            for n, s in _sums(adapter, batch, method, chunk_size, estimator, k * chunk_size, seed).items():
                 sums[n].add_(s.float())
             done.append(k)
             bar.update(1)
@@ -122,6 +144,7 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
             raise FloatingPointError(f"non-finite Fisher values in {n}: the UNet's loss overflowed on the replay set "
                                      "(try --mixed_precision no)")
     fisher = DiagonalFisher(values, len(images), {"method": method, "seed": seed, "model_config": adapter.config(),
-                                                   "replay_set": settings["replay_set"], "processes": world})
+                                                   "replay_set": settings["replay_set"], "processes": world,
+                                                   "estimator": est_name})
     fisher.save(final)
     return fisher
