@@ -397,3 +397,26 @@ def diagonal_fisher(
     if estimator is not None:
         meta["num_train_timesteps"] = adapter.num_train_timesteps
     return DiagonalFisher(values, count, meta)
+
+
+# --------------------------------------------------------------------------- comparing estimates
+def fisher_error(approx: DiagonalFisher, exact: DiagonalFisher,
+                 displacement: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """How far ``approx`` is from ``exact`` (chapter 7 compares estimators with it).
+
+    ``l1``: ``sum |F_a - F_e| / sum F_e`` over all entries; ``median``: the median of
+    ``|F_a - F_e| / F_e`` over the entries where ``F_e > 0``; ``total``: ``sum F_a / sum F_e``;
+    with ``displacement`` (``theta - theta*`` by name), ``penalty``: the EWC penalty
+    ``sum F d^2`` under ``approx`` over that under ``exact``.
+    """
+    if set(approx.values) != set(exact.values):
+        raise ValueError("the two Fishers cover different parameters: "
+                         f"{sorted(set(approx.values) ^ set(exact.values))[:4]}")
+    a, e = approx.flat().double(), exact.flat().double()
+    pos = e > 0
+    out = {"l1": float((a - e).abs().sum() / e.sum()), "median": float(((a - e).abs()[pos] / e[pos]).median()),
+           "total": float(a.sum() / e.sum())}
+    if displacement is not None:
+        d2 = torch.cat([displacement[n].detach().double().flatten().cpu().pow(2) for n in exact.values])
+        out["penalty"] = float((a * d2).sum() / (e * d2).sum())
+    return out
