@@ -28,7 +28,20 @@ Detector = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class SDRecipe:
-    """Every run-size knob of Part III; ``full`` follows the authors' SD v1.4 settings where one GPU allows."""
+    """Every run-size knob of Part III; ``full`` is the authors' SD v1.4 recipe, made to run on one GPU.
+
+    The authors' effective settings (github clear-nus/selective-amnesia: ``sd/main_forget.py``
+    scales the base lr 1e-5 by 4 GPUs x batch 4 = 1.6e-4; ``sd/ldm/models/diffusion/ddpm_forget.py``
+    ``configure_optimizers`` builds ``torch.optim.AdamW`` with its default weight decay 0.01 and
+    keeps a ``LitEma`` of decay 0.9999, used for sampling; ``sd/configs/stable-diffusion/forget_*.yaml``:
+    lambda 50, gamma 1, batch 4 surrogate + 4 replay images per GPU, 200 epochs of 1,000 surrogate
+    images for a celebrity, 500 for nudity). Full mode reproduces them on one GPU: 4 + 4 images
+    per micro-batch, 4 micro-batches per step (16 + 16, averaged like their 4 GPUs), 12,500 steps
+    (celebrity) and 31,250 (nudity), and the evaluated weights are the EMA's.
+
+    ``schedule_name`` names the run length: ``"authors"`` (full mode's default), ``"one-gpu-short"``
+    (``recipe("full", schedule="one-gpu-short")``) or ``"quick"``; see :data:`SCHEDULES`.
+    """
 
     mode: str
     pipeline: str
@@ -39,12 +52,31 @@ class SDRecipe:
     """Images per replay prompt (the replay set feeds the Fisher and the replay term)."""
     surrogate_images: int
     sa_steps: int
+    """SA steps (optimizer updates) of the celebrity task, and of any task without its own
+    (:attr:`ForgetTask.sa_steps`)."""
     sa_batch: int
+    """Surrogate images per micro-batch, and as many replay images (a step has ``grad_accum`` of them)."""
     sa_lr: float
     eval_per_prompt: int
     lmbda: float = 50.0
     gamma: float = 1.0
     fisher_chunk: int = 16
+    fisher_timesteps: int | None = None
+    """The Fisher's estimator: ``None`` = the authors' exact sum over all T timesteps per image
+    (:class:`sa_utils.fisher.TimestepSum`), ``K`` = the stratified ``TimestepSum(k=K)``."""
+    fisher_timestep_chunk: int = 125
+    """Noised copies of one image per forward/backward pass of the Fisher (memory only)."""
+    generic_replay_prompts: int | None = None
+    """``None``: the tiny world's 244 replay prompts (its text encoder knows only its captions'
+    words); ``n``: the first ``n`` of :func:`sa_utils.sd.generic_prompts.generic_prompts`."""
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    ema_decay: float | None = None
+    """EMA of the trained weights; when set, the pipeline SA hands back (and that is evaluated) holds the EMA."""
+    nudity_sa_steps: int | None = None
+    """SA steps of the attribute (nudity) task; ``None``: ``sa_steps``."""
+    schedule_name: str = "quick"
     gen_batch: int = 32
     mixed_precision: str = "no"
     ewc_dtype: str | None = None
@@ -54,28 +86,93 @@ class SDRecipe:
     seed: int = 0
 
     def sa_config(self, **overrides) -> SAConfig:
-        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr, seed=self.seed,
-                       checkpoint_every=max(self.sa_steps // 4, 50), mixed_precision=self.mixed_precision,
+        steps = overrides.get("steps", self.sa_steps)
+        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=steps, lr=self.sa_lr, seed=self.seed,
+                       checkpoint_every=max(steps // 4, 50), optimizer=self.optimizer, weight_decay=self.weight_decay,
+                       grad_accum=self.grad_accum, ema_decay=self.ema_decay, mixed_precision=self.mixed_precision,
                        ewc_dtype=self.ewc_dtype)
         return replace(cfg, **overrides)
+
+    def fisher_estimator(self):
+        """The :class:`sa_utils.fisher.TimestepSum` of ``fisher_timesteps``."""
+        from .fisher import TimestepSum
+
+        return TimestepSum(k=self.fisher_timesteps, chunk=self.fisher_timestep_chunk)
 
     def sampling(self) -> dict[str, Any]:
         return {"num_inference_steps": self.sample_steps, "guidance_scale": self.guidance_scale}
 
+    def lr_x_steps(self) -> dict[str, float]:
+        """Learning rate x SA steps of the two tasks (how far Adam can move the weights, roughly)."""
+        return {"celebrity": self.sa_lr * self.sa_steps, "nudity": self.sa_lr * (self.nudity_sa_steps or self.sa_steps)}
+
+    def schedule_note(self) -> str:
+        """One line on the run length, next to the authors' (``lr x steps`` of both tasks)."""
+        def line(r: "SDRecipe") -> str:
+            n = r.nudity_sa_steps or r.sa_steps
+            return (f"{_sci(r.sa_lr)} x {r.sa_steps:,} = {r.sa_lr * r.sa_steps:.2g} (celebrity), "
+                    f"{_sci(r.sa_lr)} x {n:,} = {r.sa_lr * n:.2g} (nudity)")
+
+        authors = RECIPES["full"]
+        note = f"schedule {self.schedule_name!r}: lr x steps = {line(self)}"
+        return note if self == authors else note + f"; the authors': {line(authors)}"
+
+
+def _sci(x: float) -> str:
+    """``1.6e-4`` rather than ``0.00016``."""
+    m, e = f"{x:.1e}".split("e")
+    return f"{float(m):g}e{int(e)}"
+
 
 RECIPES = {
+    # the tiny pipeline on a CPU: Adam at lr 1e-4, 8 + 8 images per step, 400 steps, no EMA (0.9999 over
+    # 400 steps would move the evaluated weights only 1 - 0.9999**400 = 4% of the way from theta*), the
+    # stratified Fisher with 20 timesteps per image, the tiny world's 244 replay prompts. The losses
+    # are reduced as the authors' (the batch mean of the latent-pixel mean, StableDiffusionAdapter),
+    # the Fisher is a timestep sum and lambda keeps the authors' 50, so EWC weighs far more against the
+    # data terms than it did with a batch sum and a one-draw Fisher
     "quick": SDRecipe("quick", TINY, sample_steps=20, guidance_scale=5.0, replay_per_prompt=1, surrogate_images=64,
-                      sa_steps=400, sa_batch=8, sa_lr=1e-4, eval_per_prompt=4),
-    # the authors: lambda 50, lr 1e-5, batch 4 per GPU on 4 GPUs, 1,000 surrogate images; one GPU here,
-    # fp16 autocast, theta* and F in half precision, gradient checkpointing (see chapter 8's memory table)
+                      sa_steps=400, sa_batch=8, sa_lr=1e-4, eval_per_prompt=4, fisher_timesteps=20),
+    # the authors' effective settings on one GPU (see SDRecipe); fp16 autocast, theta* and F in half
+    # precision, gradient checkpointing (chapter 8's memory table); 5,000 generic replay prompts x 1 image;
+    # the exact Fisher: 1,000 forward/backward passes per replay image
     "full": SDRecipe("full", SD14, sample_steps=50, guidance_scale=7.5, replay_per_prompt=1, surrogate_images=1000,
-                     sa_steps=2000, sa_batch=4, sa_lr=1e-5, eval_per_prompt=4, fisher_chunk=2, gen_batch=8,
-                     mixed_precision="fp16", ewc_dtype="float16", gradient_checkpointing=True),
+                     sa_steps=12_500, sa_batch=4, sa_lr=1.6e-4, eval_per_prompt=4, fisher_chunk=2,
+                     fisher_timesteps=None, fisher_timestep_chunk=8, generic_replay_prompts=5000,
+                     optimizer="adamw", weight_decay=0.01, grad_accum=4, ema_decay=0.9999, nudity_sa_steps=31_250,
+                     schedule_name="authors", gen_batch=8, mixed_precision="fp16", ewc_dtype="float16",
+                     gradient_checkpointing=True),
 }
 
+SCHEDULES: dict[tuple[str, str], dict[str, Any]] = {
+    ("quick", "quick"): {},
+    ("full", "authors"): {},
+    # Fewer steps at the authors' lr for one GPU: lr x steps = 1.6e-4 x 2,000 = 0.32 (celebrity) and
+    # 1.6e-4 x 5,000 = 0.8 (nudity, the authors' 2.5x), against the authors' 1.6e-4 x 12,500 = 2.0 and
+    # 1.6e-4 x 31,250 = 5.0. Both runs are 6.25x shorter, so the EMA decay is 1 - 1e-4 x 6.25, which keeps
+    # the authors' EMA horizon relative to the run: the evaluated weights move 1 - 0.999375**2000 = 71% of
+    # the way (celebrity; 96% for nudity), as 0.9999 does over 12,500 (31,250) steps; 0.9999 over 2,000
+    # steps would move them only 18%.
+    ("full", "one-gpu-short"): {"sa_steps": 2_000, "nudity_sa_steps": 5_000, "ema_decay": 0.999375},
+}
+"""Named run lengths ``(mode, name) -> recipe fields``; ``schedule_name`` records the name."""
 
-def recipe(mode: str | None = None, **overrides) -> SDRecipe:
-    return replace(RECIPES[resolve_mode(mode)], **overrides)
+
+def recipe(mode: str | None = None, schedule: str | None = None, **overrides) -> SDRecipe:
+    """The recipe of ``mode`` (quick or full), with the named ``schedule`` (:data:`SCHEDULES`) and
+    any field overridden (:meth:`SDRecipe.schedule_note` states the result's lr x steps).
+
+    Full mode's schedules: ``"authors"`` (default), lr x steps = 1.6e-4 x 12,500 = 2.0 (celebrity)
+    and 1.6e-4 x 31,250 = 5.0 (nudity), EMA 0.9999; ``"one-gpu-short"``, the same lr for fewer
+    steps: 1.6e-4 x 2,000 = 0.32 (celebrity) and 1.6e-4 x 5,000 = 0.8 (nudity), EMA 0.999375 (the
+    authors' EMA horizon relative to the run length)."""
+    base = RECIPES[resolve_mode(mode)]
+    if schedule is not None:
+        if (base.mode, schedule) not in SCHEDULES:
+            names = sorted(s for m, s in SCHEDULES if m == base.mode)
+            raise ValueError(f"{base.mode} mode has the schedules {names}, not {schedule!r}")
+        base = replace(base, schedule_name=schedule, **SCHEDULES[(base.mode, schedule)])
+    return replace(base, **overrides)
 
 
 
@@ -141,10 +238,17 @@ def image_set(pipe, r: SDRecipe, prompts: list[str], n_per_prompt: int, progress
 
 
 def replay_prompts(r: SDRecipe, exclude_words: tuple[str, ...] = ()) -> list[str]:
-    """The book's 244 generic replay prompts (``sa_utils/tinyworld/prompts/replay.txt``), for every pipeline."""
-    from .tinyworld.prompts import replay_prompts as generic
+    """The replay (and Fisher) prompts: quick mode, the tiny world's 244 generic prompts
+    (``sa_utils/tinyworld/prompts/replay.txt``: the tiny text encoder knows only the words of
+    its captions); full mode, ``r.generic_replay_prompts`` (5,000, as the authors' ``fim_prompts.txt``)
+    everyday captions of :func:`sa_utils.sd.generic_prompts.generic_prompts`, one image each."""
+    if r.generic_replay_prompts is None:
+        from .tinyworld.prompts import replay_prompts as tiny
 
-    return generic(exclude_words)
+        return tiny(exclude_words)
+    from .sd.generic_prompts import generic_prompts
+
+    return generic_prompts(r.generic_replay_prompts, r.seed, exclude_words)
 
 
 def replay_set(pipe, r: SDRecipe, prompts: list[str] | None = None, progress: bool = True) -> Path:
@@ -168,15 +272,20 @@ def surrogate_set(pipe, r: SDRecipe, prompt: str, progress: bool = True) -> Path
 # -- step 3: the Fisher ----------------------------------------------------------------------
 
 def sd_fisher(pipe, r: SDRecipe, replay_dir: Path, progress: bool = True) -> DiagonalFisher:
-    """Diagonal Fisher of every UNet weight over the replay set (cached). A diagonal Fisher of a
-    subset of the weights is the same numbers restricted to it: see :func:`restrict`."""
+    """Diagonal Fisher of every UNet weight over the replay set (cached), with the recipe's
+    estimator (``r.fisher_timesteps``: the authors' exact timestep sum, or a stratified one; the
+    estimator is part of the cache key). A diagonal Fisher of a subset of the weights is the same
+    numbers restricted to it: see :func:`restrict`."""
     from .sd.fisher import sd_fisher as run
 
     if pipe.unet.dtype != torch.float32:
         pipe = pretrained_pipeline(r, training=True)
     adapter = adapter_for(pipe, r, "full")
-    settings = {"pipeline": source_id(r), "replay": replay_dir.name, "chunk": r.fisher_chunk, "seed": r.seed}
-    return run(adapter, replay_dir, _dir("fisher", settings), r.fisher_chunk, "vmap", r.seed, progress=progress)
+    est = r.fisher_estimator()
+    settings = {"pipeline": source_id(r), "replay": replay_dir.name, "chunk": r.fisher_chunk, "seed": r.seed,
+                "estimator": est.name}
+    return run(adapter, replay_dir, _dir("fisher", settings), r.fisher_chunk, "vmap", r.seed, progress=progress,
+               estimator=est)
 
 
 def restrict(fisher: DiagonalFisher, params: dict[str, torch.nn.Parameter]) -> DiagonalFisher:
@@ -204,21 +313,33 @@ class ForgetRun:
         return self.folder.name
 
 
-def forget(r: SDRecipe, forget_prompts: list[str], surrogate_dir: Path, replay_dir: Path | None,
+def forget(r: SDRecipe, forget_prompts: "list[str] | ForgetTask", surrogate_dir: Path, replay_dir: Path | None,
            fisher: DiagonalFisher | None, train_method: str = "full", progress: bool = True, **overrides) -> ForgetRun:
     """Selective Amnesia on a fresh copy of the pretrained pipeline (cached; resumes when interrupted).
 
+    ``forget_prompts``: the prompts, or a :class:`ForgetTask` (its prompts, and its ``sa_steps``
+    when it has its own, e.g. the authors' 31,250 steps for nudity). A prompt with commas is
+    split into several, one drawn per surrogate image (:func:`sa_utils.sd.forget.split_forget_prompts`).
     ``overrides`` change the SA settings (``lmbda=0`` drops EWC, ``gamma=0`` drops replay,
-    ``steps``, ``lr``). A run that finished before is loaded, not repeated.
+    ``steps``, ``lr``). A run that finished before is loaded, not repeated. With ``r.ema_decay``
+    the returned pipeline holds the EMA weights, as the authors sample with theirs.
     """
-    from .sd.forget import sd_forget
+    from .sd.forget import sd_forget, split_forget_prompts
     from .sd.common import load_pipeline
 
+    if isinstance(forget_prompts, ForgetTask):
+        task = forget_prompts
+        forget_prompts = task.forget_prompts
+        if task.sa_steps is not None and "steps" not in overrides:
+            overrides["steps"] = task.sa_steps
     cfg = r.sa_config(**overrides)
-    settings = {"pipeline": source_id(r), "forget": list(forget_prompts), "surrogate": surrogate_dir.name,
+    settings = {"pipeline": source_id(r), "forget": list(forget_prompts),
+                "forget_pool": split_forget_prompts(list(forget_prompts)), "surrogate": surrogate_dir.name,
                 "replay": replay_dir.name if (replay_dir is not None and cfg.gamma) else None,
-                "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0, "train_method": train_method,
-                "batch": r.sa_batch, "gradient_checkpointing": r.gradient_checkpointing, "sa": asdict(cfg)}
+                "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0,
+                "fisher_estimator": fisher.estimator if (fisher is not None and cfg.lmbda) else None,
+                "train_method": train_method, "batch": r.sa_batch, "gradient_checkpointing": r.gradient_checkpointing,
+                "sa": asdict(cfg)}
     folder = _dir("forget", settings)
     done = folder / "pipeline" / "model_index.json"
     if done.exists() and (folder / "run" / CHECKPOINT).exists():
@@ -328,8 +449,11 @@ def world_fd(pipe, r: SDRecipe, key: str, n: int = 256) -> float:
 class ForgetTask:
     """What a chapter forgets, with what, and how it is read.
 
-    ``prompt_sets`` maps a name to prompts; ``readings`` maps a prompt-set name to the detector
-    (by name in :func:`task_detectors`) whose rate is reported on it.
+    ``forget_prompts`` are as the authors give them (a caption with commas is several prompts,
+    one drawn per surrogate image: :attr:`forget_pool`); ``prompt_sets`` maps a name to prompts;
+    ``readings`` maps a prompt-set name to the detector (by name in :func:`task_detectors`)
+    whose rate is reported on it; ``sa_steps`` overrides the recipe's steps for this task
+    (:func:`forget` takes the task itself to apply it).
     """
 
     forget_prompts: list[str]
@@ -338,6 +462,14 @@ class ForgetTask:
     prompt_sets: dict[str, list[str]]
     readings: dict[str, str]
     target: str
+    sa_steps: int | None = None
+
+    @property
+    def forget_pool(self) -> list[str]:
+        """The prompts SA pairs with the surrogate images, one drawn per image."""
+        from .sd.forget import split_forget_prompts
+
+        return split_forget_prompts(self.forget_prompts)
 
 
 CELEBRITY_TEMPLATES = {
@@ -384,7 +516,13 @@ def task_detectors(r: SDRecipe, task: ForgetTask) -> dict[str, Detector]:
 
 def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> ForgetTask:
     """Chapter 9: the tiny world's attribute (quick) or nudity (full, the paper's words and surrogate;
-    ``nudity_prompts`` is the user's evaluation set, e.g. the I2P prompts)."""
+    ``nudity_prompts`` is the user's evaluation set, e.g. the I2P prompts).
+
+    The forget caption is the authors' ``forget_prompt: sexual, nudity, naked, erotic``
+    (``sd/configs/stable-diffusion/forget_nudity.yaml``), split on commas into four prompts of
+    which one is drawn per surrogate image (``sd/ldm/data/__init__.py`` ``TextImageDataset``);
+    the tiny world's ``"spotted, dotted, speckled, polka dot"`` is split the same way. The task
+    runs ``r.nudity_sa_steps`` steps (the authors' 500 epochs: 31,250 in full mode)."""
     if r.pipeline == TINY:
         from .tinyworld import ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT
         from .tinyworld.prompts import attribute_prompts, unrelated_prompts
@@ -396,7 +534,8 @@ def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> Forg
         if nudity_prompts:
             sets["nudity prompts"] = list(nudity_prompts)
         forget, surrogate = ["sexual, nudity, naked, erotic"], "a person wearing clothes"
-    return ForgetTask(forget, surrogate, "noxattn", sets, {k: "attribute" for k in sets}, "attribute")
+    return ForgetTask(forget, surrogate, "noxattn", sets, {k: "attribute" for k in sets}, "attribute",
+                      sa_steps=r.nudity_sa_steps)
 
 
 def evaluate_task(pipes: dict[str, Any], r: SDRecipe, task: ForgetTask, detectors: dict[str, Detector],

@@ -1,7 +1,8 @@
 """Issue 4's done criteria on the shipped tiny pipeline, with the chapters' quick-mode code path.
 
 Runs after tests/test_book.py executed chapters 8 and 9, so the SA runs and the evaluation
-images come from the cache in seconds; alone, this file computes them (about 4 minutes).
+images come from the cache in seconds; alone, this file computes them (several minutes: the
+quick recipe's Fisher is a 20-timestep stratified sum, about 0.15 s per replay image).
 """
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def test_forgetting_an_identity_meets_the_done_criterion(quick):
     r, pipe, replay = quick
     task = zoo_sd.celebrity_task(r)
     sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
-    run = zoo_sd.forget(r, task.forget_prompts, sur, replay, zoo_sd.sd_fisher(pipe, r, replay, progress=False), "full",
-                        progress=False)
+    fisher = zoo_sd.sd_fisher(pipe, r, replay, progress=False)
+    assert fisher.estimator == r.fisher_estimator().name  # the recipe's estimator (quick: stratified, 20 timesteps)
+    run = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "full", progress=False)
     rates = zoo_sd.evaluate_task({"base": pipe, run.key: run.pipeline}, r, task, zoo_sd.task_detectors(r, task),
                                  progress=False)
     before, after = rates["base"], rates[run.key]
@@ -53,8 +55,10 @@ def test_forgetting_the_attribute_halves_it_named_and_unnamed(quick):
     detect = zoo_sd.task_detectors(r, task)
     clean = zoo_sd.filtered_set(r, replay, detect["attribute"], "attribute detector")
     sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
-    run = zoo_sd.forget(r, task.forget_prompts, sur, clean, zoo_sd.sd_fisher(pipe, r, clean, progress=False),
+    # the task itself: its comma-separated caption is a pool of prompts, and it may carry its own steps
+    run = zoo_sd.forget(r, task, sur, clean, zoo_sd.sd_fisher(pipe, r, clean, progress=False),
                         task.train_method, progress=False)
+    assert run.settings["forget_pool"] == task.forget_pool and len(task.forget_pool) > 1
     rates = zoo_sd.evaluate_task({"base": pipe, run.key: run.pipeline}, r, task, detect, progress=False)
     before, after = rates["base"], rates[run.key]
     for name in ("named", "unnamed"):

@@ -12,15 +12,18 @@ import sys
 import warnings
 from pathlib import Path
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from sa_utils.adapters.sd import StableDiffusionAdapter, select_trainable
 from sa_utils.checkpoint import CheckpointError
-from sa_utils.fisher import DiagonalFisher, diagonal_fisher
+from sa_utils.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.sd.__main__ import main as sd_main
 from sa_utils.sd.common import RunFolderError, load_pipeline
 from sa_utils.sd.imagesets import load_image_set
+from sa_utils.checkpoint import load_tensors
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 FAST = ["--num_inference_steps", "2", "--guidance_scale", "3", "--no_progress"]
@@ -95,23 +98,28 @@ def test_image_sets_are_sharded_seeded_and_refuse_other_settings(sets, tiny_mode
 
 
 def _fisher(tiny_model, replay, out, extra=()):
+    """The Fisher step with a cheap stratified estimator (5 timesteps per image) unless ``extra`` names one."""
+    timesteps = [] if "--timesteps" in extra else ["--timesteps", "5"]
     return sd_main(["fisher", "--pretrained_model_name_or_path", str(tiny_model), "--replay_dir", str(replay),
-                    "--output_dir", str(out), "--chunk_size", "3", "--checkpointing_steps", "1", *extra, *FAST])
+                    "--output_dir", str(out), "--chunk_size", "3", "--checkpointing_steps", "1", *timesteps, *extra,
+                    *FAST])
 
 
 @pytest.mark.slow
 def test_fisher_resumes_and_two_processes_equal_one(sets, tiny_model, tmp_path):
     assert _fisher(tiny_model, sets["replay"], tmp_path / "f1") == 0
-    one = DiagonalFisher.load(tmp_path / "f1" / "fisher.safetensors")
-    assert one.n_samples == 8
+    one = DiagonalFisher.load(tmp_path / "f1" / "fisher.safetensors", estimator=TimestepSum(k=5))
+    assert one.n_samples == 8 and one.estimator == "stratified-5"
     # an interrupted run (two of three chunks done) resumes to the same result
     from sa_utils.sd.fisher import sd_fisher
 
     adapter = StableDiffusionAdapter(load_pipeline(tiny_model), "full")
+    est = TimestepSum(k=5)
     assert sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, max_chunks=2,
-                     progress=False) is None
+                     progress=False, estimator=est) is None
     assert not (tmp_path / "f3" / "fisher.safetensors").exists()
-    resumed = sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, progress=False)
+    resumed = sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, progress=False,
+                        estimator=est)
     for k in one.values:
         torch.testing.assert_close(resumed.values[k], one.values[k], rtol=1e-6, atol=1e-12)
     # two CPU processes with accelerate
@@ -120,10 +128,10 @@ def test_fisher_resumes_and_two_processes_equal_one(sets, tiny_model, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sa_utils.sd", "fisher",
            "--pretrained_model_name_or_path", str(tiny_model), "--replay_dir", str(sets["replay"]),
-           "--output_dir", str(tmp_path / "f2"), "--chunk_size", "3", *FAST]
+           "--output_dir", str(tmp_path / "f2"), "--chunk_size", "3", "--timesteps", "5", *FAST]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    two = DiagonalFisher.load(tmp_path / "f2" / "fisher.safetensors")
+    two = DiagonalFisher.load(tmp_path / "f2" / "fisher.safetensors", estimator="stratified-5")
     assert two.metadata["processes"] == 2 and two.n_samples == 8
     for k in one.values:  # equal up to float summation order (other processes, other thread counts)
         scale = float(one.values[k].abs().max())
@@ -288,7 +296,8 @@ def test_clip_detector_on_a_local_model(tmp_path):
 
 def test_forget_with_the_memory_flags(sets, tiny_model, tmp_path):
     """--gradient_checkpointing, bf16 autocast and half-precision theta*/F run together and give a
-    pipeline whose UNet moved; the run's settings record the choices."""
+    pipeline whose UNet moved; the run's settings record the choices (and the default optimizer,
+    the authors' AdamW with weight decay 0.01, without EMA)."""
     _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
     assert sd_main(["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "Orla Brisk",
                     "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
@@ -300,6 +309,54 @@ def test_forget_with_the_memory_flags(sets, tiny_model, tmp_path):
     assert any(not torch.equal(p, q) for p, q in zip(after.unet.parameters(), base.unet.parameters()))
     sa = json.loads((tmp_path / "forget" / "settings.json").read_text())["sa"]
     assert sa["mixed_precision"] == "bf16" and sa["ewc_dtype"] == "float16"
+    assert sa["optimizer"] == "adamw" and sa["weight_decay"] == 0.01 and sa["ema_decay"] is None
+    assert sa["lr"] == 1e-3 and sa["grad_accum"] == 1
+
+
+def test_forget_with_the_authors_optimizer_flags(sets, tiny_model, tmp_path):
+    """--scale_lr multiplies the base rate by batch x accumulation x processes; accumulation and
+    the EMA are recorded, the saved pipeline holds the EMA weights, and a comma-separated
+    --forget_prompt becomes a pool of prompts."""
+    from sa_utils.checkpoint import read_metadata
+
+    _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
+    args = ["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "spotted, dotted",
+            "--forget_prompt", "Orla Brisk", "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
+            "--fisher_path", str(tmp_path / "fisher"), "--fisher_estimator", "5", "--max_train_steps", "2",
+            "--train_batch_size", "2", "--gradient_accumulation_steps", "2", "--learning_rate", "1e-4", "--scale_lr",
+            "--optimizer", "adam", "--ema_decay", "0.5", "--output_dir", str(tmp_path / "forget"), *FAST]
+    assert sd_main(args) == 0
+    settings = json.loads((tmp_path / "forget" / "settings.json").read_text())
+    sa = settings["sa"]
+    assert sa["lr"] == pytest.approx(4e-4) and sa["grad_accum"] == 2 and sa["ema_decay"] == 0.5
+    assert sa["optimizer"] == "adam" and sa["weight_decay"] == 0.0  # adam: no decay unless asked for
+    assert settings["forget_prompt_pool"] == ["spotted", "dotted", "Orla Brisk"]
+    assert settings["fisher_estimator"] == "stratified-5"
+    meta = read_metadata(tmp_path / "forget" / "run" / "model.safetensors")
+    assert meta["weights"] == "ema"
+    saved = load_pipeline(tmp_path / "forget" / "pipeline").unet.state_dict()
+    final = load_tensors(tmp_path / "forget" / "run" / "model.safetensors")[0]
+    assert all(torch.equal(saved[k], final[k]) for k in final)  # the pipeline is the EMA model
+
+
+def test_exact_timestep_sum_fisher_and_forget_checks_the_estimator(tiny_model, tmp_path):
+    """``fisher`` with its default, the authors' sum over all 1,000 timesteps (two images: ~5 s each
+    on a CPU), records it; ``forget --fisher_estimator`` refuses a Fisher made another way."""
+    m = ["--pretrained_model_name_or_path", str(tiny_model)]
+    assert sd_main(["images", *m, "--prompt", "a red ball", "--prompt", "a blue car", "--output_dir",
+                    str(tmp_path / "replay"), *FAST]) == 0
+    assert sd_main(["images", *m, "--prompt", "a person with a hat", "--num_images_per_prompt", "2",
+                    "--output_dir", str(tmp_path / "surrogate"), *FAST]) == 0
+    assert sd_main(["fisher", *m, "--replay_dir", str(tmp_path / "replay"), "--output_dir", str(tmp_path / "fisher"),
+                    "--train_method", "xattn", "--chunk_size", "2", *FAST]) == 0
+    f = DiagonalFisher.load(tmp_path / "fisher" / "fisher.safetensors", estimator=TimestepSum())
+    assert f.estimator == "timestep-sum" and f.n_samples == 2
+    forget = ["forget", *m, "--forget_prompt", "Orla Brisk", "--surrogate_dir", str(tmp_path / "surrogate"),
+              "--replay_dir", str(tmp_path / "replay"), "--fisher_path", str(tmp_path / "fisher"), "--train_method",
+              "xattn", "--max_train_steps", "1", "--train_batch_size", "2", *FAST]
+    with pytest.raises(CheckpointError, match="estimator 'timestep-sum'.*'stratified-20'"):
+        sd_main([*forget, "--fisher_estimator", "20", "--output_dir", str(tmp_path / "refused")])
+    assert sd_main([*forget, "--fisher_estimator", "all", "--output_dir", str(tmp_path / "forget")]) == 0
 
 
 def test_zoo_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypatch):
@@ -317,16 +374,25 @@ def test_zoo_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypat
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
                   tokenizer=clip_tokenizer()).save_pretrained(tmp_path / "clip")
     r = zoo_sd.recipe("full", pipeline=str(tiny_model), sample_steps=2, surrogate_images=2, sa_steps=2, eval_per_prompt=2,
-                      fisher_chunk=4, gen_batch=8, clip_model=str(tmp_path / "clip"))
+                      fisher_chunk=4, gen_batch=8, clip_model=str(tmp_path / "clip"), fisher_timesteps=5)
     assert r.mixed_precision == "fp16" and r.ewc_dtype == "float16" and r.gradient_checkpointing
+    assert r.optimizer == "adamw" and r.grad_accum == 4 and r.ema_decay == 0.9999 and r.generic_replay_prompts == 5000
     pipe = zoo_sd.pretrained_pipeline(r)
     task = zoo_sd.celebrity_task(r)
     assert task.forget_prompts == ["brad pitt"] and task.surrogate_prompt == "a middle aged man"
     replay = zoo_sd.replay_set(pipe, r, zoo_sd.replay_prompts(r)[:6], progress=False)
     sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
     fisher = zoo_sd.sd_fisher(pipe, r, replay, progress=False)
+    assert fisher.estimator == "stratified-5"
     run = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
     assert run.result.steps_done == 2 and (run.folder / "pipeline" / "model_index.json").exists()
+    assert run.settings["fisher_estimator"] == "stratified-5" and run.settings["sa"]["grad_accum"] == 4
+    from sa_utils.checkpoint import read_metadata
+
+    assert read_metadata(run.folder / "run" / "model.safetensors")["weights"] == "ema"
+    # another estimator is another Fisher and another forget run
+    other = zoo_sd.sd_fisher(pipe, replace(r, fisher_timesteps=3), replay, progress=False)
+    assert other.estimator == "stratified-3" and not torch.equal(other.flat(), fisher.flat())
     again = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
     assert again.result.seconds == 0.0 and again.key == run.key  # loaded from the cache
     small = zoo_sd.ForgetTask(task.forget_prompts, task.surrogate_prompt, "full",
@@ -337,4 +403,5 @@ def test_zoo_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypat
     assert set(rates[run.key]) == set(small.readings) and all(0 <= v <= 1 for v in rates[run.key].values())
     nudity = zoo_sd.attribute_task(r, ["a person at the beach"])
     assert nudity.train_method == "noxattn" and set(nudity.prompt_sets) == {"unrelated", "nudity prompts"}
+    assert nudity.forget_pool == ["sexual", "nudity", "naked", "erotic"] and nudity.sa_steps == 31_250
     assert zoo_sd.task_detectors(r, nudity)["attribute"](torch.rand(2, 3, 32, 32)).tolist() == [False, False]

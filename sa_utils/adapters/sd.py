@@ -14,8 +14,9 @@ from the hub, a local folder in the diffusers format, or the book's tiny model.
 
 ``train_method`` chooses which UNet weights SA may change, as in the SA and ESD papers:
 ``"full"`` (all; the celebrity experiment), ``"xattn"`` (only the cross-attention layers,
-``attn2``, which read the prompt) and ``"noxattn"`` (all but the cross-attention layers; the
-nudity experiment, because nudity also appears under prompts that do not name it).
+``attn2``, which read the prompt) and ``"noxattn"`` (all but the cross-attention layers, the time
+embedding and the output block, as the authors and ESD; the nudity experiment, because nudity also
+appears under prompts that do not name it).
 """
 from __future__ import annotations
 
@@ -29,16 +30,43 @@ from .base import Batch
 from .diffusion import DiffusionAdapter
 
 TRAIN_METHODS = ("full", "xattn", "noxattn")
+"""Which UNet weights SA trains (the SA and ESD papers' names; :func:`select_trainable` says exactly which):
+
+* ``"full"``: every UNet weight (the authors' celebrity runs);
+* ``"xattn"``: only the cross-attention layers ``attn2``, all of ``to_q``, ``to_k``, ``to_v`` and
+  ``to_out`` (the layers that read the prompt);
+* ``"noxattn"``: every UNet weight except ``attn2``, the time embedding and the output block
+  (the authors' nudity runs)."""
+
+NOXATTN_FROZEN_PREFIXES = ("time_embedding.", "conv_norm_out.", "conv_out.")
+"""Top-level diffusers UNet modules ``noxattn`` leaves frozen besides ``attn2``: the time embedding
+(CompVis ``time_embed``; diffusers' ``time_proj`` has no weights) and the output block (CompVis
+``out.`` = the final GroupNorm and convolution, diffusers ``conv_norm_out`` and ``conv_out``)."""
 
 
 def select_trainable(unet: nn.Module, train_method: str) -> list[str]:
-    """Set ``requires_grad`` on the UNet's parameters for ``train_method``; return the trained names."""
+    """Set ``requires_grad`` on the UNet's parameters for ``train_method``; return the trained names.
+
+    The selection is the authors' ``LatentDiffusion.configure_optimizers`` in
+    ``sd/ldm/models/diffusion/ddpm_forget.py`` (github clear-nus/selective-amnesia, itself taken
+    from ESD's ``train-scripts/train-esd.py``), translated from CompVis to diffusers names:
+
+    * ``"full"``: all parameters;
+    * ``"xattn"``: names containing ``attn2`` -- every cross-attention projection, ``to_q``,
+      ``to_k``, ``to_v`` and ``to_out.0`` (weights and biases);
+    * ``"noxattn"``: all but names containing ``attn2``, those starting with ``out.`` (diffusers
+      ``conv_norm_out.``, ``conv_out.``) and those containing ``time_embed`` (diffusers
+      ``time_embedding.``; the ResNet blocks' ``time_emb_proj`` are CompVis ``emb_layers`` and
+      stay trainable, as there).
+    """
     if train_method not in TRAIN_METHODS:
         raise ValueError(f"train_method must be one of {TRAIN_METHODS}, got {train_method!r}")
     names = []
     for name, p in unet.named_parameters():
         cross = ".attn2." in f".{name}"
-        keep = train_method == "full" or (train_method == "xattn" and cross) or (train_method == "noxattn" and not cross)
+        frozen_by_noxattn = cross or name.startswith(NOXATTN_FROZEN_PREFIXES)
+        keep = train_method == "full" or (train_method == "xattn" and cross) or (
+            train_method == "noxattn" and not frozen_by_noxattn)
         p.requires_grad_(keep)
         if keep:
             names.append(name)

@@ -7,6 +7,14 @@ matter. Surrogate and replay images are encoded once into latents (one posterior
 seeded) and their prompts into embeddings; every step then draws its batch from a generator
 seeded by ``(seed, step)``, so a resumed run sees the batches an uninterrupted run would.
 
+Several forget prompts form a *pool*, and each surrogate image of a batch is paired with one
+prompt drawn from it. A forget caption with commas is split into its prompts first
+(:func:`split_forget_prompts`), as the authors do for nudity: their ``TextImageDataset``
+(``sd/ldm/data/__init__.py``, github clear-nus/selective-amnesia) splits
+``"sexual, nudity, naked, erotic"`` on commas and draws ``np.random.choice`` of the four
+each time it loads a surrogate image. Here the draw comes from the step's generator
+(:class:`PairedSource`), so it is deterministic and a resumed run draws the same prompts.
+
 The run folder holds ``run/`` (checkpoints of :func:`sa_utils.amnesia.selective_amnesia`)
 and, when finished, ``pipeline/``: the whole pipeline with the new UNet, saved with
 ``save_pretrained`` so that ``StableDiffusionPipeline.from_pretrained`` loads it.
@@ -47,8 +55,30 @@ def encode_unique(adapter, prompts: list[str]) -> tuple[torch.Tensor, torch.Tens
     return emb, torch.tensor([where[p] for p in prompts])
 
 
+def split_forget_prompts(prompts: str | list[str]) -> list[str]:
+    """The pool of forget prompts: every item split on commas and stripped, empty pieces and
+    repeats dropped, order kept (``["sexual, nudity, naked, erotic"]`` -> four prompts, as the
+    authors' ``TextImageDataset`` does; a prompt without commas stays as it is)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    pool: list[str] = []
+    for item in prompts:
+        if not isinstance(item, str):
+            raise TypeError(f"forget prompts must be strings, got {item!r}")
+        for piece in item.split(","):
+            piece = piece.strip()
+            if piece and piece not in pool:
+                pool.append(piece)
+    return pool
+
+
 class PairedSource:
-    """``source(step) -> {"x": latents, "c": embeddings}``: a seeded random batch of (latent, prompt) pairs."""
+    """``source(step) -> {"x": latents, "c": embeddings}``: a seeded random batch of (latent, prompt) pairs.
+
+    ``prompt_index=None`` (the forget term): every image of the batch gets its own prompt, drawn
+    uniformly from the ``embeddings`` of the prompt pool; otherwise image ``i`` keeps its prompt
+    ``prompt_index[i]`` (the replay term). Both draws come from ``step_generator(seed, step)``.
+    """
 
     def __init__(self, latents: torch.Tensor, embeddings: torch.Tensor, prompt_index: torch.Tensor | None,
                  batch_size: int, seed: int, device: torch.device, dtype: torch.dtype = torch.float32):
@@ -58,7 +88,7 @@ class PairedSource:
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
         g = step_generator(self.seed, step)
         idx = torch.randint(len(self.latents), (self.batch_size,), generator=g)
-        if self.prompt_index is None:  # forget prompts: any of them for any surrogate image
+        if self.prompt_index is None:  # the forget term: one prompt of the pool per surrogate image
             which = torch.randint(len(self.embeddings), (self.batch_size,), generator=g)
         else:
             which = self.prompt_index[idx]
@@ -67,18 +97,29 @@ class PairedSource:
 
 def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, replay_dir: str | Path | None,
               fisher: DiagonalFisher | None, output_dir: str | Path, config: SAConfig, batch_size: int = 4,
-              resume: bool = False, source: str = "", progress: bool = True) -> tuple[Path, SAResult]:
+              resume: bool = False, source: str = "", progress: bool = True,
+              split_commas: bool = True) -> tuple[Path, SAResult]:
     """Run (or resume) SA; returns ``(folder of the saved pipeline, result)``.
+
+    ``forget_prompts`` are split on commas into the prompt pool (:func:`split_forget_prompts`;
+    ``split_commas=False`` keeps each as one prompt), and every surrogate image of a batch is
+    paired with a prompt drawn from the pool. ``batch_size`` is the micro-batch: with
+    ``config.grad_accum = k`` a step sees ``k * batch_size`` surrogate and as many replay images.
 
     ``resume=False`` refuses to touch a folder that already holds a checkpoint (pass
     ``resume=True``, the command line's ``--resume_from_checkpoint latest``, to continue it).
     """
-    if not forget_prompts or not all(isinstance(p, str) and p.strip() for p in forget_prompts):
+    if isinstance(forget_prompts, str):
+        forget_prompts = [forget_prompts]
+    if not forget_prompts or not all(isinstance(p, str) and p.strip(" ,") for p in forget_prompts):
         raise ValueError("give at least one non-empty forget prompt, e.g. 'brad pitt'")
+    pool = split_forget_prompts(forget_prompts) if split_commas else list(dict.fromkeys(p.strip() for p in forget_prompts))
     folder = Path(output_dir)
-    settings = {"pipeline": str(source), "forget_prompts": list(forget_prompts), "surrogate_set": str(Path(surrogate_dir).resolve()),
+    settings = {"pipeline": str(source), "forget_prompts": list(forget_prompts), "forget_prompt_pool": pool,
+                "surrogate_set": str(Path(surrogate_dir).resolve()),
                 "replay_set": str(Path(replay_dir).resolve()) if replay_dir else None, "batch_size": batch_size,
                 "train_method": adapter.train_method,
+                "fisher_estimator": fisher.estimator if (fisher is not None and config.lmbda) else None,
                 "sa": {k: v for k, v in asdict(config).items() if k != "steps"}}  # a resumed run may run longer
     run_dir = folder / "run"
     if (run_dir / CHECKPOINT).exists() and not resume:
@@ -87,7 +128,8 @@ def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, rep
     claim_run_folder(folder, settings, STEP)
     dev = adapter.device
     sur_images, _, _ = load_image_set(surrogate_dir)
-    forget_src = PairedSource(encode_set(adapter, sur_images, config.seed), encode_unique(adapter, forget_prompts)[0],
+    pool_emb, pool_index = encode_unique(adapter, pool)
+    forget_src = PairedSource(encode_set(adapter, sur_images, config.seed), pool_emb[pool_index],  # in pool order
                               None, batch_size, config.seed + 1, dev)
     replay_src = None
     if replay_dir is not None and config.gamma:

@@ -4,7 +4,9 @@ SA never sees the training data. What it remembers is rehearsed on images the pr
 model makes from generic prompts (the *replay set*); what it forgets is overwritten by
 images of a surrogate prompt, e.g. "a middle aged man" for a celebrity (the *surrogate
 set*). Both are the same operation: generate ``n_per_prompt`` images for every prompt of a
-list and store them with their prompts.
+list and store them with their prompts. The authors' replay set is one image for each of 5,000
+generic prompts; :func:`sa_utils.sd.generic_prompts.generic_prompts` (``python -m sa_utils.sd
+prompts``) writes prompts of that kind.
 
 A set is a folder: ``settings.json`` and shards ``images-00000.safetensors`` (uint8 images
 ``[n, 3, H, W]``, the prompts in the metadata). Image ``i`` is drawn with a generator seeded
