@@ -31,6 +31,7 @@ The estimator's name is stored in the Fisher file (``metadata["estimator"]``) an
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -366,6 +367,7 @@ def diagonal_fisher(
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
     total_sq = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     generator = torch.Generator().manual_seed(seed)
+    started = time.perf_counter()
     count = 0
     was_training = adapter.model.training
     adapter.model.eval()
@@ -393,7 +395,8 @@ def diagonal_fisher(
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"non-finite Fisher values in {n}: the model's loss overflowed on its own samples")
     meta = {"method": method, "model_config": adapter.config(), "seed": seed,
-            "estimator": estimator.name if estimator is not None else SINGLE}
+            "estimator": estimator.name if estimator is not None else SINGLE,
+            "seconds": time.perf_counter() - started}
     if estimator is not None:
         meta["num_train_timesteps"] = adapter.num_train_timesteps
     return DiagonalFisher(values, count, meta)

@@ -61,6 +61,9 @@ class DDPMRecipe:
     fisher_timesteps: int | None = None
     """``None``: the authors' Fisher, the loss summed over all T timesteps per sample; ``K``: the
     stratified estimate with K timesteps (:class:`sa_utils.fisher.TimestepSum`)."""
+    replay_null: bool = True
+    """Replay the null class too (the book's choice, chapter 7 argues for it); the authors replay
+    only samples of the remembered classes (``all_but_one_class_path_dataset`` in ``ddpm/runners/diffusion.py``)."""
     sa_ema: float | None = None
     """EMA of the weights during SA, evaluated at the end (the authors': 0.9999)."""
     num_train_timesteps: int = 1000
@@ -95,7 +98,8 @@ RECIPES = {
     # w = 2 and 1,000 ancestral sampling steps.
     "full": DDPMRecipe("full", "cifar10", CIFAR_UNET, train_steps=200_000, train_batch=128, train_lr=2e-4,
                        ema_decay=0.9999, pool_per_class=500, fisher_samples=5_000, sa_steps=20_000, sa_batch=128,
-                       sa_lr=1e-4, eval_per_class=500, sample_steps=1000, sampler="ddpm", sa_ema=0.9999),
+                       sa_lr=1e-4, eval_per_class=500, sample_steps=1000, sampler="ddpm", sa_ema=0.9999,
+                       replay_null=False),
 }
 
 
@@ -248,6 +252,35 @@ def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torc
     return fisher
 
 
+def estimator_study(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], n: int = 2,
+                    ks: Sequence[int] = (1, 10, 100), displacement: dict[str, torch.Tensor] | None = None,
+                    progress: bool = True) -> list[dict]:
+    """The exact timestep-sum Fisher of ``n`` pool samples against cheaper estimates on the same samples
+    (chapter 7): the stratified sums with ``K`` in ``ks`` and the one-draw Fisher (the gradient of
+    one random ``(t, eps)``, squared). Every estimate is cached; each row has the estimator, its
+    seconds per sample, and :func:`sa_utils.fisher.fisher_error` against the exact one."""
+    from .fisher import fisher_error
+
+    exact = ddpm_fisher(base, r, pool, progress, estimator=TimestepSum(cond_drop=r.cond_drop), n=n)
+    rows = [{"estimator": exact.estimator, "K": r.num_train_timesteps, "s_per_sample": exact.metadata["seconds"] / n,
+             **fisher_error(exact, exact, displacement)}]
+    for k in ks:
+        f = ddpm_fisher(base, r, pool, progress, estimator=TimestepSum(k=int(k), cond_drop=r.cond_drop), n=n)
+        rows.append({"estimator": f.estimator, "K": int(k), "s_per_sample": f.metadata["seconds"] / n,
+                     **fisher_error(f, exact, displacement)})
+    x, c = fisher_samples(r, pool, n)
+    settings = {"base": base_name(r), "n": n, "seed": r.seed, "estimator": "single-draw", "study": True}
+    path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-{settings_digest(settings)}.safetensors"
+    if path.exists():
+        one = DiagonalFisher.load(path, base.model, estimator="single-draw")
+    else:
+        one = diagonal_fisher(base, [{"x": x, "c": c}], method="vmap", seed=r.seed, progress=False, vmap_chunk_size=16)
+        one.save(path)
+    rows.append({"estimator": one.estimator, "K": 1, "s_per_sample": one.metadata["seconds"] / n,
+                 **fisher_error(one, exact, displacement)})
+    return rows
+
+
 def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[torch.Tensor, torch.Tensor] | None = None,
                  fisher: DiagonalFisher | None = None, lmbda: float | None = None, gamma: float | None = None,
                  steps: int | None = None, lr: float | None = None, progress: bool = True) -> tuple[DDPMAdapter, SAResult]:
@@ -273,6 +306,8 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
                 "fisher_n": fisher.n_samples if use_f else 0, "fisher_estimator": fisher.estimator if use_f else None,
                 "fisher_digest": settings_digest([float(v.double().sum()) for v in fisher.values.values()]) if use_f else None,
                 "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler, "surrogate": "noise"}
+    if not r.replay_null:
+        settings["replay_null"] = False
     run_dir = _dir(r) / "runs" / f"forget-{settings_digest(settings)}"
     student = adapter_for(r, frozen_copy(base).model.train().requires_grad_(True))
     shape = (r.unet.channels, r.unet.sample_size, r.unet.sample_size)
@@ -283,6 +318,8 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
 
         x, c = pool
         keep = c != forget
+        if not r.replay_null:
+            keep &= c != r.unet.null_class
         replay_src = DataSource(x[keep], c[keep], r.sa_batch, seed=r.seed, device=base.device)
     label = "SA" if (cfg.lmbda and cfg.gamma) else "surrogate" + (" + EWC" if cfg.lmbda else "") + (" + replay" if cfg.gamma else "")
     result = selective_amnesia(student, forget_src, replay_src, fisher if cfg.lmbda else None, cfg, run_dir=run_dir,
