@@ -272,13 +272,9 @@ def _timestep_draws(adapter, sample: Batch, est: TimestepSum, generator: torch.G
     return t, w, eps, drop
 
 
-def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
-    """``sum_b (grad sum_t w_t loss(x_b, c_b, t, eps_bt))**2`` by name: the timestep sum before the square.
-
-    For each sample, its noised copies go through the network ``est.chunk`` at a time; each
-    chunk's summed loss gets one backward pass, and the gradients add up to the gradient of the
-    whole sum. ``generators[b]`` draws sample ``b``'s timesteps and noise.
-    """
+def _timestep_sq_grads(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator],
+                       per_pass: int) -> dict[str, torch.Tensor]:
+    """``sum_b (grad sum_t w_t loss(x_b, c_b, t, eps_bt))**2``, ``per_pass`` noised copies per backward."""
     params = adapter.trainable_parameters()
     names, plist = list(params), list(params.values())
     out = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
@@ -286,8 +282,8 @@ def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: l
         one = {k: v[b:b + 1] for k, v in batch.items()}
         t, w, eps, drop = _timestep_draws(adapter, one, est, generators[b])
         acc = [torch.zeros_like(p, dtype=torch.float32) for p in plist]
-        for lo in range(0, len(t), est.chunk):
-            hi = lo + est.chunk
+        for lo in range(0, len(t), per_pass):
+            hi = lo + per_pass
             sub = adapter.timestep_batch(one, t[lo:hi], eps[lo:hi], None if drop is None else drop[lo:hi])
             loss = (adapter.loss(sub).float() * w[lo:hi].to(sub["x"].device)).sum()
             for a, g in zip(acc, torch.autograd.grad(loss, plist, allow_unused=True)):
@@ -298,25 +294,20 @@ def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: l
     return out
 
 
+def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """``sum_b (grad sum_t w_t loss(x_b, c_b, t, eps_bt))**2`` by name: the timestep sum before the square.
+
+    For each sample, its noised copies go through the network ``est.chunk`` at a time; each
+    chunk's summed loss gets one backward pass, and the gradients add up to the gradient of the
+    whole sum. ``generators[b]`` draws sample ``b``'s timesteps and noise.
+    """
+    return _timestep_sq_grads(adapter, batch, est, generators, est.chunk)
+
+
 def sq_grad_sum_timestep_loop(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
     """Reference for :func:`sq_grad_sum_timesteps`: the authors' algorithm, one timestep per
     forward and backward pass, the gradients added over ``t`` before squaring. Same draws."""
-    params = adapter.trainable_parameters()
-    names, plist = list(params), list(params.values())
-    out = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-    for b in range(len(batch["x"])):
-        one = {k: v[b:b + 1] for k, v in batch.items()}
-        t, w, eps, drop = _timestep_draws(adapter, one, est, generators[b])
-        acc = [torch.zeros_like(p, dtype=torch.float32) for p in plist]
-        for j in range(len(t)):
-            sub = adapter.timestep_batch(one, t[j:j + 1], eps[j:j + 1], None if drop is None else drop[j:j + 1])
-            loss = adapter.loss(sub).float().sum() * w[j]
-            for a, g in zip(acc, torch.autograd.grad(loss, plist, allow_unused=True)):
-                if g is not None:
-                    a.add_(g.float())
-        for n, a in zip(names, acc):
-            out[n].add_(a.pow(2))
-    return out
+    return _timestep_sq_grads(adapter, batch, est, generators, 1)
 
 
 # --------------------------------------------------------------------------- driver
