@@ -89,10 +89,18 @@ class DDPMRecipe:
 RECIPES = {
     # quick: a CPU. The Fisher is the stratified estimate (K timesteps per sample; chapter 7 measures
     # its error against the exact sum), sampling is 25 DDIM steps, SA keeps no EMA (an EMA of 0.9999
-    # over 400 steps would move 4 % of the way from theta*).
+    # over 300 steps would move 3 % of the way from theta*).
+    # lambda = 0.01, not the authors' 10: with the authors' Fisher (the square of a 1,000-term sum) on
+    # this 1.06M-parameter UNet, lambda = 10 holds theta at theta* and nothing is forgotten (session 6,
+    # 400 steps, batch 32: entropy on 0s 0.043, P(y=0) 0.994). A sweep at these settings (300 steps,
+    # batch 16, pool 100, 30 evaluation samples per class; `forget_class(..., lmbda=, gamma=)`) gave
+    # lambda 0.001 / 0.01 / 0.1 with EWC alone (gamma = 0): accuracy on the rest 0.64 / 0.89 / 1.00,
+    # P(y=0) 0.10 / 0.10 / 0.17; with replay (full SA) lambda 0.01: accuracy 1.00, P(y=0) 0.10, FD 6.0.
+    # 0.01 is the largest of these at which EWC alone still forgets (P <= 0.15). Chapter 7 prints what
+    # lambda = 10 would weigh at its run's displacement.
     "quick": DDPMRecipe("quick", "mnist", MNIST_UNET, train_steps=6_000, train_batch=64, train_lr=5e-4,
-                        ema_decay=0.999, pool_per_class=100, fisher_samples=200, sa_steps=400, sa_batch=32,
-                        sa_lr=1e-4, eval_per_class=100, fisher_timesteps=10),
+                        ema_decay=0.999, pool_per_class=50, fisher_samples=200, sa_steps=300, sa_batch=16,
+                        sa_lr=1e-4, eval_per_class=30, fisher_timesteps=10, lmbda=0.01),
     # full: the authors' CIFAR-10 settings (ddpm/configs/cifar10_forget.yml, cifar10_fim.yml, runners/diffusion.py):
     # exact Fisher over 500 samples per class, 20k steps, batch 128, Adam 1e-4, clip 1, EMA 0.9999 evaluated,
     # w = 2 and 1,000 ancestral sampling steps.

@@ -32,7 +32,6 @@ diffusers ``UNet2DConditionModel``:
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing import IO, Any, Callable
 
 import torch
 from torch import nn
+
+from ..shipped import sha256
 
 CONVERTER = "diffusers.loaders.single_file_utils.convert_ldm_unet_checkpoint"
 """The diffusers function that renames CompVis UNet keys to ``UNet2DConditionModel`` keys."""
@@ -251,14 +252,6 @@ def check_against_unet(converted: dict[str, torch.Tensor], unet: nn.Module, unus
 
 
 # --------------------------------------------------------------------------- the import
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_authors_fisher(pickle_path: str | Path, unet: nn.Module, output_path: str | Path,
                           n_samples: int = DEFAULT_N_SAMPLES, model_config: dict[str, Any] | None = None):
     """Load the authors' ``fisher_dict.pkl`` safely, rename it for ``unet`` (a diffusers
@@ -292,7 +285,7 @@ def import_authors_fisher(pickle_path: str | Path, unet: nn.Module, output_path:
         model_config = {"model": "StableDiffusion-UNet2DConditionModel", "train_method": "full", "unet": unet_cfg}
     metadata = {"estimator": ESTIMATOR, "source": SOURCE,
                 "converted_with": f"{CONVERTER} (diffusers {diffusers_version})", "source_file": pickle_path.name,
-                "source_sha256": _sha256(pickle_path), "model_config": model_config}
+                "source_sha256": sha256(pickle_path), "model_config": model_config}
     fisher = DiagonalFisher(values, int(n_samples), metadata)
     fisher.save(output_path)
     return fisher
