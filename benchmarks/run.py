@@ -175,7 +175,8 @@ def render(res: dict, args) -> str:
             "squaring the gradient (chapter 7). Their code runs one forward and backward pass per timestep; the project",
             "puts the noised copies of a sample through the network 125 at a time, one backward pass per chunk. Same",
             "samples, same noise, same numbers (*max rel. diff*); seconds per sample, both columns measured in one run"
-            + (f" of `--only diffusion_fisher` on {res['diffusion_fisher_run']['date']}, separately from the sections above:"
+            + (f" of `--only diffusion_fisher` on {res['diffusion_fisher_run']['date']} ({res['diffusion_fisher_run']['machine']}),"
+               " separately from the sections above:"
                if res.get("diffusion_fisher_run") else ":"),
             "",
             markdown_table(*diffusion_fisher.table_rows(d)),
