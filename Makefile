@@ -29,7 +29,7 @@ book: venv
 	$(PY) tools/book.py
 
 test: venv
-	$(PY) -m pytest tests --durations=12
+	$(PY) -m pytest tests -rs --durations=12
 
 unit: venv
 	$(PY) -m pytest tests -m "not slow"

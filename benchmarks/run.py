@@ -35,6 +35,7 @@ import scaling  # noqa: E402
 from common import machine, markdown_table, print_table  # noqa: E402
 
 E2E_JSON = HERE / "results" / "end_to_end.json"
+CHAPTER_JSON = HERE / "results" / "chapter_times.json"
 
 
 def main(argv=None) -> Path:
@@ -95,6 +96,97 @@ def main(argv=None) -> Path:
         (HERE / "results" / "latest.json").write_text(json.dumps(res, indent=2) + "\n")
     print(f"\nsuite took {res['suite_seconds']:.0f} s; wrote {page}")
     return page
+
+
+def chapter_times_section(path: Path = CHAPTER_JSON, stages: int = 3) -> list[str]:
+    """Section 7 from ``tools/timing.py``'s stored results: each chapter cold and warm, its slowest stages."""
+    lines = ["## 7. The chapters, cold and warm", ""]
+    if not path.exists():
+        return lines + ["Not measured yet: run `python tools/timing.py`.", ""]
+    t = json.loads(path.read_text())
+    cold, warm = t["cold"], t.get("warm")
+    fmt_load = lambda p: "n/a" if not p.get("load_before") else (  # noqa: E731
+        f"load average {p['load_before'][0]:.2f} before, {p['load_after'][0]:.2f} after")
+    lines += [
+        f"Measured by `python tools/timing.py` on {t['date']} ({t['machine']}), quick mode, {t['jobs']} lane(s)"
+        " (tools/book.py: each part in its own process). *Cold* starts from an empty cache, as a clean clone does;",
+        "*warm* runs every chapter again on the cache the cold pass filled. A stage is one code cell, named by its",
+        "first line; the three slowest of each chapter (cold) are listed.",
+        "",
+    ]
+    if cold.get("note"):
+        lines += [f"Cold times: {cold['note']}.", ""]
+    rows = []
+    for name, ch in cold["chapters"].items():
+        w = (warm or {}).get("chapters", {}).get(name)
+        top = sorted(ch["cells"], key=lambda c: -c["seconds"])[:stages]
+        label = lambda c: c["label"].replace("|", "\\|").replace("`", "")[:60]  # noqa: E731
+        rows.append([name, f"{ch['seconds']:.0f}", f"{w['seconds']:.0f}" if w else "not run",
+                     "; ".join(f"{label(c)} ({c['seconds']:.0f} s)" for c in top)])
+    lines += [markdown_table(["chapter", "cold s", "warm s", "slowest stages (cold)"], rows), ""]
+    for key, p in (("cold", cold), ("warm", warm)):
+        if p and p.get("wall_seconds") is not None:
+            lines.append(f"- {key} pass: {p['wall_seconds']:.0f} s of wall time for all of the above in parallel lanes; "
+                         f"{fmt_load(p)}.")
+    return lines + [""]
+
+
+def lanes_text(t: dict) -> list[str]:
+    import lanes
+
+    return [
+        "The same work twice: one run after the other with every torch thread, and two runs at the same time with",
+        "half the threads each (the work's own seconds, process start-up excluded). `tools/book.py --jobs 2` runs two",
+        "parts of the book that way.",
+        "",
+        markdown_table(*lanes.table_rows(t["rows"])),
+        "",
+        "Measured gain of two lanes on the work itself: " + ", ".join(f"{r['work']} {r['ratio']:.2f}x" for r in t["rows"])
+        + ". It is paid back only while both lanes are busy: the book's three parts take different times, so the",
+        "lane that finishes first leaves a core idle while the other runs on one thread. `make book` and `make test`",
+        "therefore run one chapter at a time on every core (`SA_BOOK_JOBS=2` to try two lanes).",
+        "",
+    ]
+
+
+def sampler_text(t: dict) -> list[str]:
+    import sampler_steps
+
+    return [
+        f"The shipped MNIST DDPM, {t['per_class']} guided samples per digit for each seed ({t['threads']} torch threads),",
+        "scored by the independent classifier as in chapter 7. A step count whose numbers differ from 25 steps' by",
+        "less than the two seeds differ from each other is, by this yardstick, as good as 25; quick mode uses 10.",
+        "",
+        markdown_table(*sampler_steps.table_rows(t["rows"])),
+        "",
+        *sampler_verdict(t["rows"]),
+    ]
+
+
+def sampler_verdict(rows: list[dict]) -> list[str]:
+    """For each step count: its largest same-seed difference from 25 steps, next to the seeds' own spread."""
+    ref = {r["seed"]: r for r in rows if r["steps"] == 25}
+    if len(ref) < 2:
+        return []
+    out = []
+    for m in ("acc_remember", "p_forget", "fd_remember"):
+        spread = max(r[m] for r in ref.values()) - min(r[m] for r in ref.values())
+        diffs = {k: max(abs(r[m] - ref[r["seed"]][m]) for r in rows if r["steps"] == k and r["seed"] in ref)
+                 for k in sorted({r["steps"] for r in rows} - {25})}
+        out.append(f"- {m}: seed-to-seed spread at 25 steps {spread:.3f}; largest difference from 25 steps at the same seed: "
+                   + ", ".join(f"{k} steps {d:.3f}" + (" (within the spread)" if d <= spread else " (**outside** the spread)")
+                               for k, d in diffs.items()) + ".")
+    return out + [""]
+
+
+def stored_section(title: str, name: str, command: str, body) -> list[str]:
+    """A section shown from ``benchmarks/results/<name>.json`` (written by its own command)."""
+    path = HERE / "results" / f"{name}.json"
+    lines = [f"## {title}", ""]
+    if not path.exists():
+        return lines + [f"Not measured yet: run `{command}`.", ""]
+    t = json.loads(path.read_text())
+    return lines + [f"Measured by `{command}` on {t['date']}.", ""] + body(t)
 
 
 def render(res: dict, args) -> str:
@@ -204,6 +296,10 @@ def render(res: dict, args) -> str:
         "",
         markdown_table(h2, r2),
         "",
+        *chapter_times_section(),
+        *stored_section("8. Two chapters at once?", "lanes", "python benchmarks/lanes.py", lanes_text),
+        *stored_section("9. How many DDIM steps chapter 7 needs", "sampler_steps", "python benchmarks/sampler_steps.py",
+                        sampler_text),
         "## Reproduce",
         "",
         "```bash",
@@ -211,6 +307,9 @@ def render(res: dict, args) -> str:
         "python benchmarks/run.py --end-to-end        # also the full VAE pipeline",
         "python benchmarks/fisher.py --models ddpm    # one benchmark on its own",
         "python benchmarks/diffusion_fisher.py        # exact diffusion Fisher: batched vs the authors' loop",
+        "python tools/timing.py                       # section 7: every chapter cold and warm, per stage",
+        "python benchmarks/lanes.py                   # section 8: two chapters at once vs one after the other",
+        "python benchmarks/sampler_steps.py           # section 9: DDIM steps vs sample quality",
         "```",
         "",
     ]

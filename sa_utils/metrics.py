@@ -8,6 +8,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 
@@ -16,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapters.base import GenerativeAdapter
+from .runtime import settings_digest
 
 
 @torch.no_grad()
@@ -63,18 +66,57 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((mu_a - mu_b).pow(2).sum() + sa.trace() + sb.trace() - 2 * tr_sqrt)
 
 
+def sampling_digest(adapter: GenerativeAdapter) -> str:
+    """Digest of everything an adapter's samples depend on: every tensor of its model's state (weights
+    and buffers, by name, dtype, shape and bytes), its class, its ``config()``, its plain settings
+    (public attributes: guidance scale, sampler, steps, ...), the device type and the torch version."""
+    h = hashlib.sha256()
+    for name, t in adapter.model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    plain = {k: v for k, v in sorted(vars(adapter).items())
+             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+    h.update(json.dumps([type(adapter).__qualname__, adapter.config(), plain, adapter.device.type,
+                         torch.__version__], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:20]
+
+
 @torch.no_grad()
 def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per_class: int,
-                       seed: int = 0, batch_size: int = 1000, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n_per_class`` samples of each class, with a fixed generator so models are comparable."""
+                       seed: int = 0, batch_size: int = 1000, progress: bool = False,
+                       cache: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_per_class`` samples of each class, with a fixed generator so models are comparable.
+
+    ``cache`` (default: the adapter's ``cache_samples``, true for diffusion models, whose sampling
+    is the slow part of an evaluation) keeps the samples in ``$SA_CACHE_DIR/samples``, named by
+    :func:`sampling_digest` and the request (classes, count, seed, batch size); any change to the
+    weights or the sampler settings gives another name, so a stored file is only ever returned for
+    exactly the inputs it was computed from.
+    """
+    classes = [int(k) for k in classes]
+    cache = getattr(adapter, "cache_samples", False) if cache is None else cache
+    path = None
+    if cache:
+        from .checkpoint import load_tensors, save_tensors
+        from .runtime import cache_dir
+
+        request = settings_digest({"classes": classes, "n": n_per_class, "seed": seed, "batch": batch_size})
+        path = cache_dir() / "samples" / f"{sampling_digest(adapter)}-{request}.safetensors"
+        if path.exists():
+            t, _ = load_tensors(path)
+            return t["x"], t["c"]
     g = torch.Generator().manual_seed(seed)
     xs, cs = [], []
-    for cls in tqdm(list(classes), desc="sampling", unit="class", disable=not progress, leave=False):
+    for cls in tqdm(classes, desc="sampling", unit="class", disable=not progress, leave=False):
         for i in range(0, n_per_class, batch_size):
             c = torch.full((min(batch_size, n_per_class - i),), int(cls), dtype=torch.long)
             xs.append(adapter.sample(c, g).cpu())
             cs.append(c)
-    return torch.cat(xs), torch.cat(cs)
+    x, c = torch.cat(xs), torch.cat(cs)
+    if path is not None:
+        save_tensors(path, {"x": x, "c": c}, {"classes": classes, "n_per_class": n_per_class, "seed": seed})
+    return x, c
 
 
 def evaluate_forgetting(adapter: GenerativeAdapter, classifier: nn.Module, forget: Sequence[int] | int,

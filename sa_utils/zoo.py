@@ -20,6 +20,7 @@ from .data import DataSource, load_mnist
 from .fisher import DiagonalFisher, diagonal_fisher
 from .models import CVAE, CVAEConfig, MNISTClassifier
 from .replay import ReplaySource, frozen_copy, model_samples
+from .shipped import shipped_file
 from .runtime import cache_dir, default_device, resolve_mode, settings_digest
 from .surrogates import ForgetSource, SurrogateFn, constant_image, other_class, uniform_noise
 from .training import classifier_accuracy, classifier_loss, cvae_loss, fit
@@ -87,12 +88,23 @@ def mnist(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return load_mnist(train)
 
 
+def classifier_settings(r: MNISTRecipe) -> dict:
+    return {"epochs": r.classifier_epochs, "batch": r.classifier_batch, "lr": r.classifier_lr,
+            "decay_every": r.classifier_lr_decay_every, "seed": r.seed}
+
+
+def classifier_name(r: MNISTRecipe) -> str:
+    return f"classifier-e{r.classifier_epochs}-{settings_digest(classifier_settings(r))}.safetensors"
+
+
 def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True) -> MNISTClassifier:
-    """The evaluation CNN trained on real MNIST, loaded from the cache when present."""
+    """The evaluation CNN trained on real MNIST: shipped weights (quick mode), else the cache, else trained.
+
+    The quick-mode classifier ships in ``sa_utils/weights`` (``python scripts/ship_classifier.py``):
+    it is an evaluator, not a lesson, and shipping it lets Part II run without Part I's cache.
+    """
     device = device or default_device()
-    train = {"epochs": r.classifier_epochs, "batch": r.classifier_batch, "lr": r.classifier_lr,
-             "decay_every": r.classifier_lr_decay_every, "seed": r.seed}
-    path = _mnist_dir() / f"classifier-e{r.classifier_epochs}-{settings_digest(train)}.safetensors"
+    path = shipped_file(classifier_name(r)) or _mnist_dir() / classifier_name(r)
     model = MNISTClassifier().to(device)
     if path.exists():
         load_model(model, path)

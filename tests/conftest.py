@@ -43,3 +43,14 @@ def cache(tmp_path, monkeypatch) -> Path:
 def mnist_available() -> bool:
     raw = Path(os.environ["SA_DATA_DIR"]) / "MNIST" / "raw"
     return (raw / "train-images-idx3-ubyte").exists()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly when the browser test did not run: CI runs it, so a local `make test` without it tests less."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "test_browser" in r.nodeid]
+    if skipped:
+        terminalreporter.write_sep("!", "THE BROWSER TEST WAS SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} test(s) of tests/test_browser.py did not run, so this `make test` checked less than CI does.\n"
+            "Install Debian's chromium (`sudo apt-get install chromium`, as .ci/run does) and run `make test` again.",
+            red=True)

@@ -34,6 +34,7 @@ SAMPLERS = ("ddim", "ddpm")
 
 class DDPMAdapter(DiffusionAdapter):
     batch_reduction = "mean"
+    cache_samples = True  # metrics.generate_per_class keeps evaluation samples (keyed by weights + settings)
 
     def __init__(self, model: UNet2DModel, config: UNetConfig, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", guidance_scale: float = 2.0, sample_steps: int = 25,

@@ -193,12 +193,20 @@ def detector_path(recipe: DetectorRecipe) -> Path:
     return cache_dir() / "tinyworld" / f"detector-{recipe.task}-{recipe.digest()}.safetensors"
 
 
+def stored_detector(recipe: DetectorRecipe) -> Path:
+    """Where the detector of ``recipe`` is: shipped in ``sa_utils/weights`` (checked by sha256), else the cache."""
+    from ..shipped import shipped_file
+
+    return shipped_file(detector_path(recipe).name) or detector_path(recipe)
+
+
 def pretrained_detector(task: str, progress: bool = True, device: torch.device | str = "cpu",
                         **overrides) -> Detector:
-    """The ``task`` detector, loaded from the cache or trained and cached (held-out scores in
-    :func:`detector_metrics`)."""
+    """The ``task`` detector: shipped (the default recipes, ``python scripts/ship_detectors.py``), else
+    loaded from the cache, else trained and cached (held-out scores in :func:`detector_metrics`).
+    Detectors are evaluators, not a lesson of any chapter, so the default ones ship."""
     recipe = DetectorRecipe(task, **overrides)
-    path = detector_path(recipe)
+    path = stored_detector(recipe)
     model = Detector(len(recipe.classes), recipe.width)
     if path.exists():
         load_model(model, path)
@@ -209,8 +217,8 @@ def pretrained_detector(task: str, progress: bool = True, device: torch.device |
 
 
 def detector_metrics(task: str, **overrides) -> dict:
-    """Recipe and held-out scores stored with a cached detector."""
-    return load_tensors(detector_path(DetectorRecipe(task, **overrides)))[1]
+    """Recipe and held-out scores stored with a shipped or cached detector."""
+    return load_tensors(stored_detector(DetectorRecipe(task, **overrides)))[1]
 
 
 # -- reading generated images ------------------------------------------------------------

@@ -1,0 +1,33 @@
+"""Train (or load from the cache) the tiny world's default detectors and ship them in sa_utils/weights.
+
+    python scripts/ship_detectors.py          # identity and attribute detectors: about 3 min on 2 cores
+
+Chapters 8 and 9 judge the tiny pipeline's images with these two CNNs. They are evaluators, not a
+lesson, so the default ones ship (``pretrained_detector`` looks in ``sa_utils/weights`` first, checked
+by sha256); a detector with other settings is still trained into the cache.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+
+from sa_utils import shipped
+from sa_utils.tinyworld.detectors import DetectorRecipe, detector_path, pretrained_detector
+
+
+def main() -> int:
+    for task in ("identity", "attribute"):
+        recipe = DetectorRecipe(task)
+        name = detector_path(recipe).name
+        if shipped.shipped_file(name):
+            print(f"already shipped: {shipped.WEIGHTS_DIR / name}")
+            continue
+        pretrained_detector(task)
+        shutil.copyfile(detector_path(recipe), shipped.WEIGHTS_DIR / name)
+        shipped.record(name, "python scripts/ship_detectors.py", asdict(recipe))
+        print(f"shipped {shipped.WEIGHTS_DIR / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
