@@ -1,5 +1,6 @@
 # Two commands for a fresh clone (see README.md):
-#   make book   -- create .venv, execute every chapter (quick mode on a CPU), build the HTML book
+#   make book   -- create .venv, execute every chapter not already executed from the same sources
+#                  (quick mode on a CPU), build the HTML book
 #   make test   -- create .venv, run the test suite: library tests, every chapter, the book build
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 book: venv
-	$(PY) tools/book.py
+	$(PY) tools/book.py --reuse
 
 test: venv
 	$(PY) -m pytest tests -rs --durations=12

@@ -13,6 +13,7 @@ chapter 5. Runs checkpoint to ``run_dir`` and resume from there.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .adapters.base import Batch, GenerativeAdapter
-from .checkpoint import CheckpointError, load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
+from .checkpoint import CheckpointError, load_tensors, read_metadata, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from .ewc import EWCPenalty
 from .fisher import DiagonalFisher
 from .runtime import step_generator
@@ -60,6 +61,32 @@ class SAConfig:
     ewc_dtype: str | None = None
     """Store theta* and F in ``"float16"`` or ``"bfloat16"`` to halve EWC's memory (large models)."""
 
+    def __post_init__(self):
+        """Refuse a setting outside its range before any work, naming the field and what is allowed."""
+        def bad(field: str, allowed: str):
+            raise ValueError(f"SAConfig.{field} = {getattr(self, field)!r} is not allowed: {allowed}")
+
+        for name in ("lmbda", "gamma", "weight_decay"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                bad(name, "a finite number >= 0 (a negative EWC or replay weight pushes the model the wrong way)")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr < 0:
+            bad("lr", "a finite number >= 0 (0 measures the losses without moving the weights)")
+        for name, low in (("steps", 1), ("grad_accum", 1), ("log_every", 1), ("checkpoint_every", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                bad(name, f"an integer >= {low}" + (" (0: no checkpoints)" if low == 0 else ""))
+        if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and self.grad_clip > 0):
+            bad("grad_clip", "None (no clipping) or a number > 0")
+        if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float)) and 0 < self.ema_decay < 1):
+            bad("ema_decay", "None (no EMA) or a number in (0, 1), e.g. 0.9999")
+        if self.optimizer not in ("adam", "adamw"):
+            bad("optimizer", "'adam' or 'adamw'")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            bad("mixed_precision", "'no', 'bf16' or 'fp16'")
+        if self.ewc_dtype not in (None, "float16", "bfloat16", "float32"):
+            bad("ewc_dtype", "None, 'float16', 'bfloat16' or 'float32'")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -74,6 +101,17 @@ class SAResult:
 
 class NonFiniteLossError(FloatingPointError):
     """The SA loss became NaN or infinite; the model was not updated with it."""
+
+
+def _checkpoint_note(run_dir) -> str:
+    """Where a rerun would resume from: the checkpoint if one was written, else say there is none."""
+    if not run_dir:
+        return "; no run folder was given, so nothing was saved"
+    ckpt = Path(run_dir) / CHECKPOINT
+    if ckpt.exists():
+        step = read_metadata(ckpt).get("step", "?")
+        return f"; the last checkpoint (step {step}) is {ckpt}"
+    return f"; no checkpoint was written yet (the first comes at step checkpoint_every), so a rerun starts from step 0"
 
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -166,7 +204,7 @@ def selective_amnesia(
                     raise NonFiniteLossError(
                         f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay {loss_r.item():.4g}). "
                         "The model was not updated with it. Lower the learning rate or lambda, set grad_clip, "
-                        "or check the surrogate data for NaNs" + (f"; the last checkpoint is in {run_dir}" if run_dir else "") + "."
+                        "or check the surrogate data for NaNs" + _checkpoint_note(run_dir) + "."
                     )
                 scaler.scale(loss).backward()
                 loss_f_sum, loss_r_sum, loss_sum = loss_f_sum + loss_f.item(), loss_r_sum + loss_r.item(), loss_sum + loss.item()

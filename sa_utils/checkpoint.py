@@ -20,6 +20,28 @@ class CheckpointError(RuntimeError):
     """A checkpoint or Fisher file is missing, corrupt or does not fit the model."""
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """20 hex digits of sha256 over every tensor's name, dtype, shape and bytes (sorted by name).
+
+    Cached results (Fisher files, SA runs, sample pools) are named by the digest of the exact
+    weights they were computed from, so another model never finds them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bfloat16 else
+                     t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """:func:`tensors_digest` of a model's whole state (parameters and buffers)."""
+    return tensors_digest(model.state_dict())
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None) -> Path:
     """Write ``tensors`` atomically (temp file + rename) with JSON-encoded ``metadata``."""
     path = Path(path)

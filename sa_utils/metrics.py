@@ -70,11 +70,9 @@ def sampling_digest(adapter: GenerativeAdapter) -> str:
     """Digest of everything an adapter's samples depend on: every tensor of its model's state (weights
     and buffers, by name, dtype, shape and bytes), its class, its ``config()``, its plain settings
     (public attributes: guidance scale, sampler, steps, ...), the device type and the torch version."""
-    h = hashlib.sha256()
-    for name, t in adapter.model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    from .checkpoint import weights_digest
+
+    h = hashlib.sha256(weights_digest(adapter.model).encode())
     plain = {k: v for k, v in sorted(vars(adapter).items())
              if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
     h.update(json.dumps([type(adapter).__qualname__, adapter.config(), plain, adapter.device.type,

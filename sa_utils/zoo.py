@@ -15,7 +15,7 @@ import torch
 
 from .adapters import VAEAdapter
 from .amnesia import FINAL, SAConfig, SAResult, selective_amnesia
-from .checkpoint import load_model, load_tensors, save_model
+from .checkpoint import load_model, load_tensors, save_model, tensors_digest, weights_digest
 from .data import DataSource, load_mnist
 from .fisher import DiagonalFisher, diagonal_fisher
 from .models import CVAE, CVAEConfig, MNISTClassifier
@@ -151,12 +151,13 @@ def mnist_fisher(adapter: VAEAdapter, r: MNISTRecipe, n_samples: int | None = No
                  progress: bool = True) -> DiagonalFisher:
     """Diagonal Fisher of the pretrained CVAE from its own samples (cached)."""
     n = n_samples or r.fisher_samples
-    path = _mnist_dir() / f"fisher-{cvae_path(r).stem}-n{n}-s{r.seed}.safetensors"
+    # named by the weights it is computed from: a CVAE other than the recipe's gets its own file
+    path = _mnist_dir() / f"fisher-cvae-{weights_digest(adapter.model)}-n{n}-s{r.seed}.safetensors"
     if path.exists():
         return DiagonalFisher.load(path, adapter.model)
     batches = model_samples(adapter, range(10), n, r.fisher_batch, seed=r.seed)
     fisher = diagonal_fisher(adapter, batches, method=method, seed=r.seed, total=n, progress=progress)
-    fisher.metadata["cvae"] = cvae_path(r).name
+    fisher.metadata["cvae"] = weights_digest(adapter.model)
     fisher.save(path)
     return fisher
 
@@ -195,8 +196,10 @@ def forget_digits(base: VAEAdapter, r: MNISTRecipe, forget: Sequence[int] | int 
     if cfg.lmbda != 0 and fisher is None:
         fisher = mnist_fisher(base, r, progress=progress)
     frozen = frozen_copy(base)
+    # keyed by the exact base weights and Fisher values, so another model or Fisher never finds this run
     settings = {"forget": forget, "surrogate": surrogate_spec, "sa": asdict(cfg), "batch": r.sa_batch,
-                "cvae": cvae_path(r).name, "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0}
+                "cvae": weights_digest(base.model),
+                "fisher": tensors_digest(fisher.values) if (fisher is not None and cfg.lmbda) else None}
     run_dir = _mnist_dir() / "runs" / f"forget-{settings_digest(settings)}"
     student = VAEAdapter(frozen_copy(base).model.train().requires_grad_(True))
     forget_src = ForgetSource(surrogate(surrogate_spec, frozen), forget, r.sa_batch, seed=r.seed, device=base.device)
@@ -225,8 +228,8 @@ def learn_digits(base: VAEAdapter, r: MNISTRecipe, digits: Sequence[int], lmbda:
                    checkpoint_every=max(steps // 5, 100))
     fisher = mnist_fisher(base, r, progress=progress) if lmbda else None
     frozen = frozen_copy(base)
-    settings = {"digits": digits, "sa": asdict(cfg), "batch": batch_size, "cvae": cvae_path(r).name,
-                "fisher_n": fisher.n_samples if fisher is not None else 0}
+    settings = {"digits": digits, "sa": asdict(cfg), "batch": batch_size, "cvae": weights_digest(base.model),
+                "fisher": tensors_digest(fisher.values) if fisher is not None else None}
     run_dir = _mnist_dir() / "runs" / f"learn-{settings_digest(settings)}"
     x, y = mnist(True)
     keep = torch.isin(y, torch.tensor(digits))

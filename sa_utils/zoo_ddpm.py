@@ -17,7 +17,7 @@ import torch
 
 from .adapters.ddpm import DDPMAdapter
 from .amnesia import SAConfig, SAResult, selective_amnesia
-from .checkpoint import CheckpointError, load_model, load_tensors, save_model
+from .checkpoint import CheckpointError, load_model, load_tensors, save_model, tensors_digest, weights_digest
 from .data import load_cifar10, load_mnist
 from .fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from .models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
@@ -208,7 +208,7 @@ def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True) -> tuple
     """
     from .metrics import generate_per_class
 
-    settings = {"base": base_name(r), "n": r.pool_per_class, "w": r.guidance_scale, "guidance": "(1+w)c-wu",
+    settings = {"base": weights_digest(base.model), "n": r.pool_per_class, "w": r.guidance_scale, "guidance": "(1+w)c-wu",
                 "sampler": r.sampler, "steps": r.sample_steps, "seed": r.seed}
     path = _dir(r) / f"pool-{settings_digest(settings)}.safetensors"
     if path.exists():
@@ -253,8 +253,8 @@ def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torc
     """
     est = estimator or r.fisher_estimator
     x, c = fisher_samples(r, pool, n)
-    settings = {"base": base_name(r), "n": len(x), "seed": r.seed, "estimator": est.name,
-                "pool": r.pool_per_class, "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler}
+    settings = {"base": weights_digest(base.model), "n": len(x), "seed": r.seed, "estimator": est.name,
+                "samples": tensors_digest({"x": x, "c": c}), "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler}
     path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-{settings_digest(settings)}.safetensors"
     if path.exists():
         return DiagonalFisher.load(path, base.model, estimator=est)
@@ -282,7 +282,8 @@ def estimator_study(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, 
         rows.append({"estimator": f.estimator, "K": int(k), "s_per_sample": f.metadata["seconds"] / n,
                      **fisher_error(f, exact, displacement)})
     x, c = fisher_samples(r, pool, n)
-    settings = {"base": base_name(r), "n": n, "seed": r.seed, "estimator": "single-draw", "study": True}
+    settings = {"base": weights_digest(base.model), "n": n, "seed": r.seed, "estimator": "single-draw", "study": True,
+                "samples": tensors_digest({"x": x, "c": c})}
     path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-{settings_digest(settings)}.safetensors"
     if path.exists():
         one = DiagonalFisher.load(path, base.model, estimator="single-draw")
@@ -315,9 +316,11 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
     if cfg.lmbda != 0 and fisher is None:
         fisher = ddpm_fisher(base, r, pool, progress=progress)
     use_f = fisher is not None and cfg.lmbda
-    settings = {"forget": forget, "sa": asdict(cfg), "batch": r.sa_batch, "base": base_name(r), "pool": r.pool_per_class,
+    # keyed by the exact base weights, replay pool and Fisher values: another model never finds this run
+    settings = {"forget": forget, "sa": asdict(cfg), "batch": r.sa_batch, "base": weights_digest(base.model),
+                "pool": tensors_digest({"x": pool[0], "c": pool[1]}),
                 "fisher_n": fisher.n_samples if use_f else 0, "fisher_estimator": fisher.estimator if use_f else None,
-                "fisher_digest": settings_digest([float(v.double().sum()) for v in fisher.values.values()]) if use_f else None,
+                "fisher_digest": tensors_digest(fisher.values) if use_f else None,
                 "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler, "surrogate": "noise"}
     if not r.replay_null:
         settings["replay_null"] = False

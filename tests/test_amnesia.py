@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -98,3 +100,33 @@ def test_ablations_run_without_ewc_or_replay(tiny_vae, tiny_batches):
     surrogate_only = SAConfig(**{**config.to_dict(), "lmbda": 0.0, "gamma": 0.0})
     result = selective_amnesia(tiny_vae, forget, None, None, surrogate_only, progress=False)
     assert all(r["replay_loss"] == 0 and r["ewc_penalty"] == 0 for r in result.history)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("lmbda", -5.0, ">= 0"), ("gamma", -1.0, ">= 0"), ("lmbda", float("nan"), "finite"), ("lr", -1e-4, ">= 0"),
+    ("steps", 0, "integer >= 1"), ("steps", 2.5, "integer >= 1"), ("grad_accum", 0, "integer >= 1"),
+    ("checkpoint_every", -1, "integer >= 0"), ("log_every", 0, "integer >= 1"), ("grad_clip", 0.0, "> 0"),
+    ("ema_decay", 1.0, "(0, 1)"), ("optimizer", "sgd", "'adam' or 'adamw'"), ("mixed_precision", "fp8", "'bf16'"),
+    ("ewc_dtype", "int8", "'bfloat16'"), ("weight_decay", -0.01, ">= 0"),
+])
+def test_every_invalid_setting_is_refused_where_it_is_made(field, value, says):
+    with pytest.raises(ValueError, match=rf"SAConfig\.{field} = .*{re.escape(says)}"):
+        SAConfig(**{field: value})
+
+
+def test_a_divergence_before_the_first_checkpoint_says_there_is_none(tiny_vae, tiny_batches, tmp_path):
+    frozen, fisher, _, replay, config = _parts(tiny_vae, tiny_batches)
+    bad = ForgetSource(constant_image(float("nan")), 0, 8)
+    with pytest.raises(NonFiniteLossError, match="no checkpoint was written yet") as err:
+        selective_amnesia(tiny_vae, bad, replay, fisher, config, run_dir=tmp_path / "run", progress=False)
+    assert "last checkpoint" not in str(err.value) and not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_a_divergence_after_a_checkpoint_names_it_and_its_step(tiny_vae, tiny_batches, tmp_path):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)  # checkpoints every 2 steps
+    def late_nan(step):  # fine for three steps, NaN from the fourth on
+        batch = forget(step)
+        return batch if step < 3 else {**batch, "x": torch.full_like(batch["x"], float("nan"))}
+
+    with pytest.raises(NonFiniteLossError, match=r"the last checkpoint \(step 2\) is .*checkpoint\.safetensors"):
+        selective_amnesia(tiny_vae, late_nan, replay, fisher, config, run_dir=tmp_path / "run", progress=False)

@@ -78,13 +78,19 @@ def test_adapter_fisher_vmap_equals_loop_and_sampling_shapes(tiny_model):
     assert x.shape == (3, 3, size, size) and 0 <= float(x.min()) and float(x.max()) <= 1
 
 
-def test_image_sets_are_sharded_seeded_and_refuse_other_settings(sets, tiny_model):
+def test_image_sets_are_sharded_seeded_and_refuse_other_settings(sets, tiny_model, capsys):
     images, prompts, settings = load_image_set(sets["replay"])
     assert images.shape[0] == 8 and len(prompts) == 8 and prompts[:2] == ["a red ball"] * 2
     assert len(list(sets["replay"].glob("images-*.safetensors"))) == 3
-    with pytest.raises(RunFolderError, match="other settings"):
-        sd_main(["images", "--pretrained_model_name_or_path", str(tiny_model), "--prompt", "a cat",
+    with pytest.raises(RunFolderError, match="other settings"):  # --debug: the exception itself
+        sd_main(["--debug", "images", "--pretrained_model_name_or_path", str(tiny_model), "--prompt", "a cat",
                  "--output_dir", str(sets["replay"]), *FAST])
+    # without --debug a user error is one line on stderr and exit status 2, like argparse
+    assert sd_main(["images", "--pretrained_model_name_or_path", str(tiny_model), "--prompt", "a cat",
+                    "--output_dir", str(sets["replay"]), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # (progress bars of the pipeline's loading come first)
+    assert err[-1].startswith("python -m sa_utils.sd images: error:") and "other settings" in err[-1]
+    assert not any("Traceback" in line for line in err) and sum("error:" in line for line in err) == 1
     # a lost shard is regenerated identically (image i is seeded by seed + i)
     shard = sets["replay"] / "images-00001.safetensors"
     before = load_image_set(sets["replay"])[0]
@@ -156,7 +162,7 @@ def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
         for (n, p), q in zip(getattr(after, part).named_parameters(), getattr(base, part).parameters()):
             assert torch.equal(p, q), f"{part}.{n} changed"
     with pytest.raises(FileExistsError, match="resume_from_checkpoint"):
-        sd_main([*args, "--max_train_steps", "5"])
+        sd_main(["--debug", *args, "--max_train_steps", "5"])
     assert sd_main([*args, "--max_train_steps", "5", "--resume_from_checkpoint", "latest"]) == 0
     meta = json.loads((tmp_path / "forget" / "settings.json").read_text())
     assert meta["step"] == "forget"
@@ -164,7 +170,7 @@ def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
     bad = ["xattn" if a == "full" else a for a in args]
     bad[bad.index("--output_dir") + 1] = str(tmp_path / "x")
     with pytest.raises(CheckpointError, match="does not match"):
-        sd_main([*bad, "--max_train_steps", "1"])
+        sd_main(["--debug", *bad, "--max_train_steps", "1"])
     # evaluation: grids and results for two pipelines and two prompt sets
     (tmp_path / "forget.txt").write_text("Orla Brisk\nOrla Brisk at the beach\n")
     (tmp_path / "other.txt").write_text("a red ball\n")
@@ -355,7 +361,7 @@ def test_exact_timestep_sum_fisher_and_forget_checks_the_estimator(tiny_model, t
               "--replay_dir", str(tmp_path / "replay"), "--fisher_path", str(tmp_path / "fisher"), "--train_method",
               "xattn", "--max_train_steps", "1", "--train_batch_size", "2", *FAST]
     with pytest.raises(CheckpointError, match="estimator 'timestep-sum'.*'stratified-20'"):
-        sd_main([*forget, "--fisher_estimator", "20", "--output_dir", str(tmp_path / "refused")])
+        sd_main(["--debug", *forget, "--fisher_estimator", "20", "--output_dir", str(tmp_path / "refused")])
     assert sd_main([*forget, "--fisher_estimator", "all", "--output_dir", str(tmp_path / "forget")]) == 0
 
 
@@ -405,3 +411,28 @@ def test_zoo_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypat
     assert nudity.train_method == "noxattn" and set(nudity.prompt_sets) == {"unrelated", "nudity prompts"}
     assert nudity.forget_pool == ["sexual", "nudity", "naked", "erotic"] and nudity.sa_steps == 31_250
     assert zoo_sd.task_detectors(r, nudity)["attribute"](torch.rand(2, 3, 32, 32)).tolist() == [False, False]
+
+
+def test_command_line_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    for argv, says in [
+        (["images", "--pretrained_model_name_or_path", str(tmp_path), "--prompts_file", str(tmp_path / "missing.txt"),
+          "--output_dir", str(tmp_path / "o")], "missing.txt"),
+        (["images", "--pretrained_model_name_or_path", str(tmp_path), "--prompts_file", str(empty),
+          "--output_dir", str(tmp_path / "o")], "empty.txt"),
+    ]:
+        assert sd_main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "error:" in err[0] and says in err[0], err
+
+
+@pytest.mark.parametrize("flag, value", [("--lmbda", "-50"), ("--gamma", "-1"), ("--learning_rate", "0"),
+                                         ("--max_train_steps", "0"), ("--train_batch_size", "-4"), ("--lmbda", "nan")])
+def test_forget_refuses_invalid_settings_before_any_work(flag, value, tmp_path, capsys):
+    argv = ["forget", "--pretrained_model_name_or_path", str(tmp_path), "--forget_prompt", "x", "--surrogate_dir",
+            str(tmp_path), "--replay_dir", str(tmp_path), "--output_dir", str(tmp_path / "run"), flag, value]
+    with pytest.raises(SystemExit) as exit_:
+        sd_main(argv)
+    assert exit_.value.code == 2 and flag in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -49,9 +49,27 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--no_progress", action="store_true", help="hide progress bars")
 
 
+def _number(kind, low: float, strict: bool = False):
+    """An argparse type: ``kind`` (int or float) that is >= ``low`` (> ``low`` with ``strict``), finite."""
+    def parse(value: str):
+        try:
+            v = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if v != v or v in (float("inf"), float("-inf")) or v < low or (strict and v == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {value}")
+        return v
+    return parse
+
+
+NONNEG, POSITIVE, COUNT, COUNT0 = _number(float, 0), _number(float, 0, strict=True), _number(int, 1), _number(int, 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sa_utils.sd", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="on a user error, show the Python traceback instead of one line")
     sub = parser.add_subparsers(dest="step", required=True)
 
     p = sub.add_parser("images", help="steps 1-2: generate the replay set or the surrogate set")
@@ -88,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with a timestep sum: vmap = the noised copies batched (--timestep_chunk per pass), loop = the "
                         "authors' one timestep per forward/backward pass (the slow reference); with --timesteps single: "
                         "vectorised per-sample gradients or a loop over samples")
-    p.add_argument("--checkpointing_steps", type=int, default=50, help="save the running sums every this many chunks")
+    p.add_argument("--checkpointing_steps", type=COUNT, default=50, help="save the running sums every this many chunks")
 
     p = sub.add_parser("forget", help="step 4: Selective Amnesia on the UNet")
     _common(p)
@@ -101,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fisher_path", help="Fisher file or the fisher step's folder (needed when --lmbda > 0)")
     p.add_argument("--train_method", default="full", choices=["full", "xattn", "noxattn"],
                    help="UNet weights to train: all, only cross-attention, or all but cross-attention")
-    p.add_argument("--lmbda", type=float, default=50.0, help="EWC weight lambda (the authors': 50)")
-    p.add_argument("--gamma", type=float, default=1.0, help="replay weight gamma")
-    p.add_argument("--learning_rate", type=float, default=1e-5,
+    p.add_argument("--lmbda", type=NONNEG, default=50.0, help="EWC weight lambda (the authors': 50)")
+    p.add_argument("--gamma", type=NONNEG, default=1.0, help="replay weight gamma")
+    p.add_argument("--learning_rate", type=POSITIVE, default=1e-5,
                    help="learning rate; with --scale_lr the base rate per image (the authors' base: 1e-5)")
     p.add_argument("--scale_lr", action="store_true",
                    help="scale the learning rate by batch size x gradient accumulation steps x processes, as the "
@@ -113,10 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adam_weight_decay", type=float, default=None,
                    help="weight decay; default 1e-2 with adamw (PyTorch's and diffusers' default, the authors' "
                         "value), 0 with adam (where it would be an L2 term in the gradient)")
-    p.add_argument("--max_train_steps", type=int, default=1000, help="SA steps (optimizer updates)")
-    p.add_argument("--train_batch_size", type=int, default=4,
+    p.add_argument("--max_train_steps", type=COUNT, default=1000, help="SA steps (optimizer updates)")
+    p.add_argument("--train_batch_size", type=COUNT, default=4,
                    help="surrogate and replay images per micro-batch (each)")
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1,
+    p.add_argument("--gradient_accumulation_steps", type=COUNT, default=1,
                    help="micro-batches per step: one step sees train_batch_size x this many images of each kind "
                         "(4 x 4 = 16 is the authors' 4 GPUs x 4)")
     p.add_argument("--ema_decay", type=float, default=None,
@@ -127,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse a Fisher made by another estimator: timestep-sum (or all), stratified-K (or K), "
                         "single-draw (or single)")
     p.add_argument("--max_grad_norm", type=float, default=None, help="clip the gradient norm (off by default)")
-    p.add_argument("--checkpointing_steps", type=int, default=500, help="save a resumable checkpoint every this many steps")
+    p.add_argument("--checkpointing_steps", type=COUNT0, default=500, help="save a resumable checkpoint every this many steps")
     p.add_argument("--resume_from_checkpoint", choices=["latest"], help="continue the run in --output_dir")
     p.add_argument("--gradient_checkpointing", action="store_true", help="recompute UNet activations in backward")
     p.add_argument("--ewc_dtype", choices=["float16", "bfloat16"], help="store theta* in half precision (F is then kept in bfloat16)")
@@ -257,7 +275,26 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one step; a user error (bad setting, missing or unreadable file, empty prompt file, settings
+    that do not match a run folder) prints one line and returns 2, like argparse; ``--debug`` re-raises."""
+    from ..checkpoint import CheckpointError
+    from .common import RunFolderError
+
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, CheckpointError, RunFolderError,
+            SystemExit) as err:
+        if isinstance(err, SystemExit) and (err.code is None or isinstance(err.code, int)):
+            raise  # a plain exit status, not a message
+        if args.debug:
+            raise
+        print(f"python -m sa_utils.sd {args.step}: error: {err.code if isinstance(err, SystemExit) else err}",
+              file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.step == "import-fisher":
         return _import_fisher(args)
     if args.step == "prompts":
