@@ -118,7 +118,43 @@ CHECKPOINT = "checkpoint.safetensors"
 FINAL = "model.safetensors"
 
 
-def selective_amnesia(
+def selective_amnesia(adapter: GenerativeAdapter, forget: BatchSource, remember: BatchSource | None,
+                      fisher: DiagonalFisher | None, config: SAConfig = SAConfig(), run_dir: str | Path | None = None,
+                      anchor: dict[str, torch.Tensor] | None = None, progress: bool = True,
+                      on_step: Callable[[int, dict[str, float]], None] | None = None,
+                      desc: str = "Selective Amnesia") -> SAResult:
+    """Train ``adapter.model`` in place to forget what ``forget`` conditions on.
+
+    ``forget(step)`` yields surrogate batches for the forgotten condition(s);
+    ``remember(step)`` yields replay batches from the frozen model (or ``None``: no
+    replay). ``fisher`` (or ``None``: no EWC) must cover exactly the trainable parameters;
+    ``anchor`` is theta* (default: the parameters as they are when the call starts).
+
+    With ``run_dir``, the run saves a checkpoint every ``config.checkpoint_every`` steps and
+    at the end (weights, optimizer, history), and a call with the same ``run_dir`` and
+    config resumes from it; the finished model is written to ``run_dir/model.safetensors``.
+    A second process that asks for the same ``run_dir`` (two notebooks sharing a cache) waits
+    for the first to finish (a ``filelock`` lock in ``run_dir/.lock``) and then loads its result.
+    """
+    if run_dir is None:
+        return _train(adapter, forget, remember, fisher, config, None, anchor, progress, on_step, desc)
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(run_dir / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"another process is running {run_dir}; waiting for it to finish ...", flush=True)
+        lock.acquire()
+    try:
+        return _train(adapter, forget, remember, fisher, config, run_dir, anchor, progress, on_step, desc)
+    finally:
+        lock.release()
+
+
+def _train(
     adapter: GenerativeAdapter,
     forget: BatchSource,
     remember: BatchSource | None,
@@ -130,17 +166,7 @@ def selective_amnesia(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     desc: str = "Selective Amnesia",
 ) -> SAResult:
-    """Train ``adapter.model`` in place to forget what ``forget`` conditions on.
-
-    ``forget(step)`` yields surrogate batches for the forgotten condition(s);
-    ``remember(step)`` yields replay batches from the frozen model (or ``None``: no
-    replay). ``fisher`` (or ``None``: no EWC) must cover exactly the trainable parameters;
-    ``anchor`` is theta* (default: the parameters as they are when the call starts).
-
-    With ``run_dir``, the run saves a checkpoint every ``config.checkpoint_every`` steps and
-    at the end (weights, optimizer, history), and a call with the same ``run_dir`` and
-    config resumes from it; the finished model is written to ``run_dir/model.safetensors``.
-    """
+    """:func:`selective_amnesia` once its run folder (if any) is locked."""
     params = adapter.trainable_parameters()
     reduction = getattr(adapter, "batch_reduction", "sum")
     if reduction not in ("sum", "mean"):

@@ -130,3 +130,38 @@ def test_a_divergence_after_a_checkpoint_names_it_and_its_step(tiny_vae, tiny_ba
 
     with pytest.raises(NonFiniteLossError, match=r"the last checkpoint \(step 2\) is .*checkpoint\.safetensors"):
         selective_amnesia(tiny_vae, late_nan, replay, fisher, config, run_dir=tmp_path / "run", progress=False)
+
+
+_TWO_PROCESS_RUN = """
+import sys, torch
+sys.path.insert(0, {tests!r})
+from conftest import TINY
+from sa_utils.adapters import VAEAdapter
+from sa_utils.amnesia import SAConfig, selective_amnesia
+from sa_utils.checkpoint import weights_digest
+from sa_utils.models import CVAE
+from sa_utils.surrogates import ForgetSource, uniform_noise
+torch.manual_seed(0)
+a = VAEAdapter(CVAE(TINY))
+res = selective_amnesia(a, ForgetSource(uniform_noise(), 0, 8), None, None,
+                        SAConfig(lmbda=0, gamma=0, steps=40, lr=1e-3, checkpoint_every=10), run_dir={run!r},
+                        progress=False)
+print(res.resumed_from, weights_digest(a.model))
+"""
+
+
+def test_two_processes_on_one_run_folder_give_one_result(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _TWO_PROCESS_RUN.format(tests=str(Path(__file__).parent), run=str(tmp_path / "run"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].split("\n") for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    lines = sorted(o[-2] if o[-1] == "" else o[-1] for o in outs)  # "<resumed_from> <digest>"
+    resumed = sorted(int(line.split()[0]) for line in lines)
+    assert resumed == [0, 40], outs  # one trained, the other waited and loaded the finished run
+    assert len({line.split()[1] for line in lines}) == 1  # the same weights in both

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -18,6 +19,7 @@ import pytest
 import torch
 
 from sa_utils.adapters.sd import StableDiffusionAdapter, select_trainable
+from sa_utils.amnesia import SAConfig
 from sa_utils.checkpoint import CheckpointError
 from sa_utils.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.sd.__main__ import main as sd_main
@@ -436,3 +438,28 @@ def test_forget_refuses_invalid_settings_before_any_work(flag, value, tmp_path, 
         sd_main(argv)
     assert exit_.value.code == 2 and flag in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_image_sets_are_checked_against_the_pipeline_before_training(tmp_path, monkeypatch):
+    from sa_utils.adapters.sd import StableDiffusionAdapter
+    from sa_utils.sd import forget as forget_mod
+    from sa_utils.tinyworld.pipeline import build_pipeline
+
+    pipe = build_pipeline(seed=0)
+    a = StableDiffusionAdapter(pipe, "full")
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    ok = torch.rand(2, 3, size, size)
+    forget_mod.check_image_set(ok, a, "surrogate set")
+    for bad, says in [(torch.rand(2, 3, size // 2, size // 2), f"{size // 2}x{size // 2}, but this pipeline makes {size}x{size}"),
+                      (torch.rand(2, 1, size, size), "1 channels"),
+                      (ok.clone().index_fill_(0, torch.tensor([0]), float("nan")), "NaN"),
+                      (ok * 255, "[0, 1]"),
+                      ((ok * 255).to(torch.uint8), "float images"),
+                      (ok[:0], "no images")]:
+        with pytest.raises(ValueError, match=re.escape(says)):
+            forget_mod.check_image_set(bad, a, "surrogate set")
+    # through sd_forget: a wrong-size set is refused before the output folder is made or anything trains
+    monkeypatch.setattr(forget_mod, "load_image_set", lambda folder: (torch.rand(4, 3, size // 2, size // 2), ["p"] * 4, {}))
+    with pytest.raises(ValueError, match="this pipeline makes"):
+        forget_mod.sd_forget(a, "Orla Brisk", tmp_path / "sur", None, None, tmp_path / "out", SAConfig(lmbda=0, steps=1))
+    assert not (tmp_path / "out").exists()

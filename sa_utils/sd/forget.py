@@ -95,6 +95,29 @@ class PairedSource:
         return {"x": self.latents[idx].to(self.device, self.dtype), "c": self.embeddings[which].to(self.device, self.dtype)}
 
 
+def check_image_set(images: torch.Tensor, adapter, what: str) -> None:
+    """Refuse an image set the pipeline cannot be trained on, naming what is wrong and what it needs:
+    float images ``[N, 3, H, W]`` in [0, 1], all finite, at the pipeline's resolution."""
+    pipe = adapter.pipeline
+    size = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
+    if not torch.is_tensor(images) or not images.dtype.is_floating_point or images.dim() != 4:
+        raise ValueError(f"{what}: expected float images [N, 3, H, W], got "
+                         f"{getattr(images, 'dtype', type(images))} of shape {tuple(getattr(images, 'shape', ()))}")
+    if len(images) == 0:
+        raise ValueError(f"{what} holds no images")
+    n, ch, h, w = images.shape
+    if ch != 3:
+        raise ValueError(f"{what}: images have {ch} channels; the pipeline's VAE encodes RGB (3)")
+    if (h, w) != (size, size):
+        raise ValueError(f"{what}: images are {h}x{w}, but this pipeline makes {size}x{size} images; "
+                         f"regenerate the set with this pipeline (python -m sa_utils.sd images ...)")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{what}: {int((~torch.isfinite(images)).sum())} pixel values are NaN or infinite")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"{what}: pixel values span [{lo:.3g}, {hi:.3g}]; image sets hold values in [0, 1]")
+
+
 def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, replay_dir: str | Path | None,
               fisher: DiagonalFisher | None, output_dir: str | Path, config: SAConfig, batch_size: int = 4,
               resume: bool = False, source: str = "", progress: bool = True,
@@ -121,19 +144,24 @@ def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, rep
                 "train_method": adapter.train_method,
                 "fisher_estimator": fisher.estimator if (fisher is not None and config.lmbda) else None,
                 "sa": {k: v for k, v in asdict(config).items() if k != "steps"}}  # a resumed run may run longer
+    # every image set is read and checked against the pipeline before anything is written or trained
+    sur_images, _, _ = load_image_set(surrogate_dir)
+    check_image_set(sur_images, adapter, f"surrogate set {surrogate_dir}")
+    rep_images = rep_prompts = None
+    if replay_dir is not None and config.gamma:
+        rep_images, rep_prompts, _ = load_image_set(replay_dir)
+        check_image_set(rep_images, adapter, f"replay set {replay_dir}")
     run_dir = folder / "run"
     if (run_dir / CHECKPOINT).exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a checkpoint. Pass --resume_from_checkpoint latest to continue "
                               "it, or choose another --output_dir.")
     claim_run_folder(folder, settings, STEP)
     dev = adapter.device
-    sur_images, _, _ = load_image_set(surrogate_dir)
     pool_emb, pool_index = encode_unique(adapter, pool)
     forget_src = PairedSource(encode_set(adapter, sur_images, config.seed), pool_emb[pool_index],  # in pool order
                               None, batch_size, config.seed + 1, dev)
     replay_src = None
-    if replay_dir is not None and config.gamma:
-        rep_images, rep_prompts, _ = load_image_set(replay_dir)
+    if rep_images is not None:
         emb, index = encode_unique(adapter, rep_prompts)
         replay_src = PairedSource(encode_set(adapter, rep_images, config.seed + 2), emb, index, batch_size, config.seed + 3, dev)
     adapter.model.requires_grad_(False)
