@@ -62,6 +62,9 @@ class SAConfig:
     """Store theta* and F in ``"float16"`` or ``"bfloat16"`` to halve EWC's memory (large models)."""
 
     def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
         """Refuse a setting outside its range before any work, naming the field and what is allowed."""
         def bad(field: str, allowed: str):
             raise ValueError(f"SAConfig.{field} = {getattr(self, field)!r} is not allowed: {allowed}")
@@ -82,7 +85,7 @@ class SAConfig:
             bad("ema_decay", "None (no EMA) or a number in (0, 1), e.g. 0.9999")
         if self.optimizer not in ("adam", "adamw"):
             bad("optimizer", "'adam' or 'adamw'")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
+        if self.mixed_precision not in ("no", "bf16", "fp16"):  # the keys of _AMP (defined below)
             bad("mixed_precision", "'no', 'bf16' or 'fp16'")
         if self.ewc_dtype not in (None, "float16", "bfloat16", "float32"):
             bad("ewc_dtype", "None, 'float16', 'bfloat16' or 'float32'")
@@ -171,16 +174,7 @@ def _train(
     reduction = getattr(adapter, "batch_reduction", "sum")
     if reduction not in ("sum", "mean"):
         raise ValueError(f"{type(adapter).__name__}.batch_reduction must be 'sum' or 'mean', got {reduction!r}")
-    if config.optimizer not in ("adam", "adamw"):
-        raise ValueError(f"optimizer must be 'adam' or 'adamw', got {config.optimizer!r}")
-    if config.grad_accum < 1:
-        raise ValueError(f"grad_accum must be >= 1, got {config.grad_accum}")
-    if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
-        raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {config.ema_decay}")
-    if config.mixed_precision not in _AMP:
-        raise ValueError(f"mixed_precision must be one of {sorted(_AMP)}, got {config.mixed_precision!r}")
-    if config.ewc_dtype not in (None, "float16", "bfloat16", "float32"):
-        raise ValueError(f"ewc_dtype must be None, 'float16', 'bfloat16' or 'float32', got {config.ewc_dtype!r}")
+    config.validate()  # again: a field may have been changed since the config was made
     accum = config.grad_accum
     # each micro-batch's share of the step: the mean over the large batch is the mean of the micro-means
     reduce = torch.sum if reduction == "sum" else (lambda v: torch.mean(v) / accum)
