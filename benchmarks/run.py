@@ -179,6 +179,23 @@ def sampler_verdict(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+def sa_schedule_text(t: dict) -> list[str]:
+    import sa_schedule
+
+    return [
+        f"Chapter 5's four ablation arms (forget 0, uniform noise, learning rate 1e-3, batch 128), each forgotten model",
+        f"scored with 500 samples per digit at two evaluation seeds ({t['threads']} torch threads). A step count whose",
+        "numbers differ from the longest schedule's by less than the two evaluation seeds differ from each other",
+        "changes nothing chapter 5 reports by that yardstick. Quick mode's short schedule (the ablation, the lambda sweep,",
+        "chapter 4's forgetting arms, chapter 6's demo) stays at 1,500 steps because of the differences marked below",
+        "(when session 9 ran chapter 5 at 750 steps, faint 0s were visible in its surrogate + replay and full-SA grids).",
+        "",
+        markdown_table(*sa_schedule.table_rows(t["rows"])),
+        "",
+        *sa_schedule.verdict(t["rows"]),
+    ]
+
+
 def stored_section(title: str, name: str, command: str, body) -> list[str]:
     """A section shown from ``benchmarks/results/<name>.json`` (written by its own command)."""
     path = HERE / "results" / f"{name}.json"
@@ -300,6 +317,8 @@ def render(res: dict, args) -> str:
         *stored_section("8. Two chapters at once?", "lanes", "python benchmarks/lanes.py", lanes_text),
         *stored_section("9. How many DDIM steps chapter 7 needs", "sampler_steps", "python benchmarks/sampler_steps.py",
                         sampler_text),
+        *stored_section("10. How many SA steps Part I's short schedule needs", "sa_schedule",
+                        "python benchmarks/sa_schedule.py", sa_schedule_text),
         "## Reproduce",
         "",
         "```bash",
@@ -310,6 +329,7 @@ def render(res: dict, args) -> str:
         "python tools/timing.py                       # section 7: every chapter cold and warm, per stage",
         "python benchmarks/lanes.py                   # section 8: two chapters at once vs one after the other",
         "python benchmarks/sampler_steps.py           # section 9: DDIM steps vs sample quality",
+        "python benchmarks/sa_schedule.py             # section 10: Part I SA steps vs the ablation's numbers",
         "```",
         "",
     ]

@@ -213,12 +213,18 @@ def _train(
             loss_f_sum, loss_r_sum, loss_sum = 0.0, 0.0, 0.0
             for micro in range(step * accum, (step + 1) * accum):  # with accum = 1: micro == step
                 g = step_generator(config.seed + 104729, micro)
+                batch_f = forget(micro)
+                batch_r = remember(micro) if use_replay else None
+                if step == result.resumed_from and micro == step * accum:  # before any update: a wrong source fails here
+                    adapter.check_batch(batch_f, "the forget (surrogate) source's batch")
+                    if batch_r is not None:
+                        adapter.check_batch(batch_r, "the remember (replay) source's batch")
                 with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss_f = reduce(adapter.loss(adapter.draw_noise(forget(micro), g)).float())
+                    loss_f = reduce(adapter.loss(adapter.draw_noise(batch_f, g)).float())
                     loss = loss_f
                     loss_r = torch.zeros(())
                     if use_replay:
-                        loss_r = reduce(adapter.loss(adapter.draw_noise(remember(micro), g)).float())
+                        loss_r = reduce(adapter.loss(adapter.draw_noise(batch_r, g)).float())
                         loss = loss + config.gamma * loss_r
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(

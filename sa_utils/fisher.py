@@ -366,6 +366,8 @@ def diagonal_fisher(
     try:
         for batch in batches:
             batch = {k: v.to(adapter.device) for k, v in batch.items()}
+            if count == 0:  # the first batch, before any gradient: wrong data fails here
+                adapter.check_batch(batch, "the Fisher's first batch")
             if estimator is None:
                 sums = fn(adapter, adapter.draw_noise(batch, generator))
             else:

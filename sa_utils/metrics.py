@@ -23,7 +23,14 @@ from .runtime import settings_digest
 
 @torch.no_grad()
 def classify(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities ``[N, K]`` and penultimate features ``[N, D]`` for images ``x``."""
+    """Class probabilities ``[N, K]`` and penultimate features ``[N, D]`` for images ``x`` (floats in [0, 1])."""
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() != 4:
+        raise ValueError(f"classify: images must be a float tensor [N, C, H, W] in [0, 1]; got "
+                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else f'{x.dtype} of shape {tuple(x.shape)}'}"
+                         " (uint8 pixels: divide by 255)")
+    if len(x) and (not bool(torch.isfinite(x).all()) or float(x.min()) < -1e-4 or float(x.max()) > 1 + 1e-4):
+        raise ValueError(f"classify: images must be finite and in [0, 1]; got values in [{float(x.min()):.3g}, "
+                         f"{float(x.max()):.3g}] (images in [-1, 1]? map them with (x + 1) / 2)")
     classifier.eval()
     device = next(classifier.parameters()).device
     probs, feats = [], []

@@ -62,8 +62,11 @@ class MNISTRecipe:
 
 
 RECIPES = {
-    # quick: a 10x larger learning rate makes 1,500 steps forget about as far as the
-    # authors' 10,000 steps at 1e-4 (measured on a 2-core CPU: ~20 s per SA run)
+    # quick: a 10x larger learning rate makes 1,500 steps forget about as far as the authors'
+    # 10,000 steps at 1e-4 (~25 s per SA run on 2 CPU cores); ablations and sweeps use the same
+    # 1,500 steps. Halving them was measured in session 9 (`python benchmarks/sa_schedule.py`,
+    # Performance appendix section 10): at 750 steps faint 0s stay in the replay arms' grids and
+    # P(y=0) doubles, although the surrogate loss has plateaued by step 500.
     "quick": MNISTRecipe("quick", cvae_epochs=10, classifier_epochs=2, fisher_samples=5_000, sa_steps=1_500,
                          sa_batch=128, eval_per_class=500, sa_lr=1e-3),
     "full": MNISTRecipe("full", cvae_epochs=40, classifier_epochs=10, fisher_samples=50_000, sa_steps=10_000,
@@ -100,7 +103,7 @@ def classifier_name(r: MNISTRecipe) -> str:
 def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True) -> MNISTClassifier:
     """The evaluation CNN trained on real MNIST: shipped weights (quick mode), else the cache, else trained.
 
-    The quick-mode classifier ships in ``sa_utils/weights`` (``python scripts/ship_classifier.py``):
+    The quick-mode classifier ships in ``sa_utils/weights`` (``python scripts/ship_mnist.py classifier``):
     it is an evaluator, not a lesson, and shipping it lets Part II run without Part I's cache.
     """
     device = device or default_device()
@@ -121,29 +124,47 @@ def pretrained_classifier(r: MNISTRecipe, device: torch.device | None = None, pr
     return model.eval()
 
 
+def cvae_settings(r: MNISTRecipe) -> dict:
+    return {"epochs": r.cvae_epochs, "batch": r.cvae_batch, "lr": r.cvae_lr, "seed": r.seed,
+            "config": CVAEConfig().to_dict()}
+
+
+def cvae_name(r: MNISTRecipe) -> str:
+    return f"cvae-e{r.cvae_epochs}-{settings_digest(cvae_settings(r))}.safetensors"
+
+
 def cvae_path(r: MNISTRecipe) -> Path:
-    return _mnist_dir() / f"cvae-e{r.cvae_epochs}-s{r.seed}.safetensors"
+    """Where theta* is read from: the shipped file (quick mode), else the cache (trained there if absent)."""
+    return shipped_file(cvae_name(r)) or _mnist_dir() / cvae_name(r)
 
 
-def pretrained_cvae(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True) -> VAEAdapter:
-    """The paper's CVAE trained on all ten digits (theta*), wrapped in its SA adapter."""
+def pretrained_cvae(r: MNISTRecipe, device: torch.device | None = None, progress: bool = True,
+                    train: bool = False) -> VAEAdapter:
+    """The paper's CVAE trained on all ten digits (theta*), wrapped in its SA adapter.
+
+    The quick-mode theta* ships in ``sa_utils/weights`` (``python scripts/ship_mnist.py cvae``, which
+    trains it with this function): ten epochs cost about three minutes on two CPU cores, and
+    every later chapter starts from it. ``train=True`` ignores the shipped file and the cache
+    and trains (into the cache, replacing what is there): the same code that made the shipped file.
+    """
     device = device or default_device()
-    path = cvae_path(r)
+    path = cvae_path(r) if not train else _mnist_dir() / cvae_name(r)
     torch.manual_seed(r.seed)
     model = CVAE().to(device)
-    if path.exists():
+    if path.exists() and not train:
         load_model(model, path)
     else:
         x, y = mnist(True)
         losses = fit(model, cvae_loss, x, y, r.cvae_epochs, r.cvae_batch, r.cvae_lr, r.seed,
                      checkpoint=path.with_suffix(".ckpt.safetensors"), desc="CVAE", progress=progress)
-        save_model(model, path, {"config": model.config.to_dict(), "epochs": r.cvae_epochs, "train_loss": losses})
+        save_model(model, path, {"config": model.config.to_dict(), "epochs": r.cvae_epochs, "train_loss": losses,
+                                 "settings": cvae_settings(r)})
         path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
     return VAEAdapter(model.eval())
 
 
 def cvae_training_curve(r: MNISTRecipe) -> list[float]:
-    """Per-epoch training loss stored with the cached CVAE."""
+    """Per-epoch training loss stored with theta* (shipped or cached)."""
     return load_tensors(cvae_path(r))[1]["train_loss"]
 
 

@@ -199,20 +199,36 @@ def pretrained_classifier(r: DDPMRecipe, progress: bool = True) -> torch.nn.Modu
     return model.eval()
 
 
-def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def pool_settings(base: DDPMAdapter, r: DDPMRecipe) -> dict:
+    """What a pool is computed from: the exact weights of theta* and every sampling setting."""
+    return {"base": weights_digest(base.model), "n": r.pool_per_class, "w": r.guidance_scale, "guidance": "(1+w)c-wu",
+            "sampler": r.sampler, "steps": r.sample_steps, "seed": r.seed}
+
+
+def pool_name(base: DDPMAdapter, r: DDPMRecipe) -> str:
+    return f"pool-{settings_digest(pool_settings(base, r))}.safetensors"
+
+
+def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True, draw: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """``r.pool_per_class`` guided samples of every class and of the null class, drawn once (cached).
 
     Diffusion sampling costs ``2 x sample_steps`` network evaluations per image, so Part II
     draws from the pretrained model once and uses the draw three times: to evaluate the base
     model, to estimate the Fisher, and as the replay pool (see :func:`forget_class`).
+    The quick-mode pool of the shipped theta* ships too (``python scripts/ship_mnist.py ddpm-pool``
+    draws it with this function); its name is a digest of the weights and settings, so any other
+    model or setting draws its own. ``draw=True`` ignores the shipped file and the cache.
     """
     from .metrics import generate_per_class
 
-    settings = {"base": weights_digest(base.model), "n": r.pool_per_class, "w": r.guidance_scale, "guidance": "(1+w)c-wu",
-                "sampler": r.sampler, "steps": r.sample_steps, "seed": r.seed}
-    path = _dir(r) / f"pool-{settings_digest(settings)}.safetensors"
-    if path.exists():
-        t, _ = load_tensors(path)
+    settings, name = pool_settings(base, r), pool_name(base, r)
+    path = _dir(r) / name
+    found = None if draw else shipped_weights(name) or (path if path.exists() else None)
+    if found is not None:
+        t, meta = load_tensors(found)
+        if meta != settings:
+            raise CheckpointError(f"{found} was drawn with {meta}, not {settings}; delete it to draw the pool again")
         return t["x"], t["c"]
     classes = list(range(r.unet.n_classes)) + [r.unet.null_class]
     x, c = generate_per_class(base, classes, r.pool_per_class, seed=r.seed + 1, batch_size=250, progress=progress,

@@ -1,3 +1,4 @@
+import dataclasses
 import re
 
 import pytest
@@ -72,13 +73,33 @@ def test_resume_with_other_settings_is_refused(tiny_vae, tiny_batches, tmp_path)
         selective_amnesia(tiny_vae, forget, replay, fisher, other, run_dir=tmp_path, progress=False)
 
 
-def test_nan_loss_stops_before_the_update(tiny_vae, tiny_batches):
+def test_a_nan_surrogate_is_refused_before_the_first_update(tiny_vae, tiny_batches):
     frozen, fisher, _, replay, config = _parts(tiny_vae, tiny_batches)
     before = _state(tiny_vae)
     bad = ForgetSource(constant_image(float("nan")), 0, 8)
-    with pytest.raises(NonFiniteLossError, match="not updated"):
+    with pytest.raises(ValueError, match=r"forget \(surrogate\) source's batch holds 6272 NaN"):
         selective_amnesia(tiny_vae, bad, replay, fisher, config, progress=False)
     assert all(torch.equal(before[k], v) for k, v in tiny_vae.model.state_dict().items())
+
+
+def _nan_from(source, first_bad: int):
+    """``source``'s batches, NaN from step ``first_bad`` on (a loss that diverges mid-run)."""
+    def draw(step):
+        batch = source(step)
+        return batch if step < first_bad else {**batch, "x": torch.full_like(batch["x"], float("nan"))}
+    return draw
+
+
+def test_nan_loss_stops_before_the_update(tiny_vae, tiny_batches):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    one_step = frozen_copy(tiny_vae)
+    one_step.model.requires_grad_(True)
+    selective_amnesia(one_step, forget, replay, fisher, dataclasses.replace(config, steps=1), progress=False)
+    with pytest.raises(NonFiniteLossError, match="step 1: .*not updated"):
+        selective_amnesia(tiny_vae, _nan_from(forget, 1), replay, fisher, config, progress=False)
+    # step 0 updated the weights, the NaN step 1 did not: they equal a one-step run's
+    ref = one_step.model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in tiny_vae.model.state_dict().items())
 
 
 def test_bad_inputs_are_clear_errors(tiny_vae, tiny_batches):
@@ -116,20 +137,17 @@ def test_every_invalid_setting_is_refused_where_it_is_made(field, value, says):
 
 def test_a_divergence_before_the_first_checkpoint_says_there_is_none(tiny_vae, tiny_batches, tmp_path):
     frozen, fisher, _, replay, config = _parts(tiny_vae, tiny_batches)
-    bad = ForgetSource(constant_image(float("nan")), 0, 8)
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)  # the first checkpoint after step 2
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written yet") as err:
-        selective_amnesia(tiny_vae, bad, replay, fisher, config, run_dir=tmp_path / "run", progress=False)
+        selective_amnesia(tiny_vae, _nan_from(forget, 1), replay, fisher, config, run_dir=tmp_path / "run",
+                          progress=False)
     assert "last checkpoint" not in str(err.value) and not (tmp_path / "run" / CHECKPOINT).exists()
 
 
 def test_a_divergence_after_a_checkpoint_names_it_and_its_step(tiny_vae, tiny_batches, tmp_path):
     frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)  # checkpoints every 2 steps
-    def late_nan(step):  # fine for three steps, NaN from the fourth on
-        batch = forget(step)
-        return batch if step < 3 else {**batch, "x": torch.full_like(batch["x"], float("nan"))}
-
     with pytest.raises(NonFiniteLossError, match=r"the last checkpoint \(step 2\) is .*checkpoint\.safetensors"):
-        selective_amnesia(tiny_vae, late_nan, replay, fisher, config, run_dir=tmp_path / "run", progress=False)
+        selective_amnesia(tiny_vae, _nan_from(forget, 3), replay, fisher, config, run_dir=tmp_path / "run", progress=False)
 
 
 _TWO_PROCESS_RUN = """
@@ -165,3 +183,37 @@ def test_two_processes_on_one_run_folder_give_one_result(tmp_path):
     resumed = sorted(int(line.split()[0]) for line in lines)
     assert resumed == [0, 40], outs  # one trained, the other waited and loaded the finished run
     assert len({line.split()[1] for line in lines}) == 1  # the same weights in both
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda b: {**b, "x": b["x"][:, :, :16, :16]}, r"shape \(8, 1, 16, 16\), this model needs \[N, 1, 28, 28\]"),
+    (lambda b: {**b, "x": b["x"].repeat(1, 3, 1, 1)}, r"shape \(8, 3, 28, 28\)"),
+    (lambda b: {**b, "x": (b["x"] * 255).to(torch.uint8)}, r"dtype torch.uint8; .*divide by 255"),
+    (lambda b: {**b, "x": b["x"] * 2 - 1}, r"values in \[-[\d.]+, [\d.]+\]; this model needs \[0, 1\].*\(x \+ 1\) / 2"),
+    (lambda b: {**b, "c": b["c"][:4]}, r"'x' holds 8 items but 'c' holds 4"),
+    (lambda b: {"x": b["x"]}, r"a batch is a dict with 'x' \(data\) and 'c'"),
+])
+def test_a_wrong_batch_source_is_refused_before_the_first_update(tiny_vae, tiny_batches, make, says):
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
+    before = _state(tiny_vae)
+    with pytest.raises(ValueError, match="forget \\(surrogate\\) source's batch.*" + says):
+        selective_amnesia(tiny_vae, lambda step: make(forget(step)), replay, fisher, config, progress=False)
+    with pytest.raises(ValueError, match="remember \\(replay\\) source's batch.*" + says):
+        selective_amnesia(tiny_vae, forget, lambda step: make(replay(step)), fisher, config, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in tiny_vae.model.state_dict().items())
+
+
+def test_the_fisher_and_the_classifier_refuse_wrong_images(tiny_vae, tiny_batches):
+    from sa_utils import metrics
+    from sa_utils.models import MNISTClassifier
+
+    bad = [{**tiny_batches[0], "x": tiny_batches[0]["x"] * 2 - 1}]
+    with pytest.raises(ValueError, match=r"Fisher.s first batch has values in \[-0\.282, 0\.248\]; this model needs \[0, 1\]"):
+        diagonal_fisher(tiny_vae, bad, progress=False)
+    clf = MNISTClassifier()
+    with pytest.raises(ValueError, match=r"classify: .*uint8 of shape"):
+        metrics.classify(clf, torch.zeros(4, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"classify: images must be finite and in \[0, 1\]; got values in \[-1"):
+        metrics.classify(clf, torch.full((4, 1, 28, 28), -1.0))
+    probs, _ = metrics.classify(clf, torch.rand(4, 1, 28, 28))  # valid images still pass
+    assert probs.shape == (4, 10)

@@ -197,3 +197,46 @@ def test_loss_sums_over_pixels_and_sa_averages_over_the_batch(tiny_ddpm):
         pred = tiny_ddpm.model(tiny_ddpm.noisy(b["x"] * 2 - 1, b["eps"], b["t"]), b["t"], class_labels=b["c"]).sample
     torch.testing.assert_close(tiny_ddpm.loss(b).detach(), (pred - b["eps"]).pow(2).sum((1, 2, 3)))
     assert tiny_ddpm.batch_reduction == "mean"
+
+
+@pytest.mark.parametrize("x, says", [
+    (torch.rand(4, 3, 32, 32), r"shape \(4, 3, 32, 32\), this model needs \[N, 1, 28, 28\] \(1-channel 28x28"),
+    (torch.rand(4, 1, 28, 28) * 2 - 1, r"values in \[-[\d.]+, [\d.]+\]; this model needs \[0, 1\]"),
+    (torch.full((4, 1, 28, 28), float("nan")), r"3136 NaN"),
+])
+def test_images_of_another_dataset_are_refused_before_sa_or_the_fisher(tiny_ddpm, x, says):
+    from sa_utils.amnesia import SAConfig, selective_amnesia
+    from sa_utils.fisher import diagonal_fisher
+
+    bad = {"x": x, "c": torch.zeros(4, dtype=torch.long)}
+    good = _batch(4)
+    before = {k: v.clone() for k, v in tiny_ddpm.model.state_dict().items()}
+    with pytest.raises(ValueError, match="forget \\(surrogate\\) source's batch .*" + says):
+        selective_amnesia(tiny_ddpm, lambda s: bad, lambda s: good, None, SAConfig(lmbda=0.0, steps=2), progress=False)
+    with pytest.raises(ValueError, match="Fisher's first batch .*" + says):
+        diagonal_fisher(tiny_ddpm, [bad], progress=False)
+    assert all(torch.equal(before[k], v) for k, v in tiny_ddpm.model.state_dict().items())
+
+
+def test_the_shipped_pool_is_the_one_of_the_shipped_model_and_other_settings_draw_their_own(cache):
+    r = zoo_ddpm.recipe("quick")
+    base = zoo_ddpm.pretrained_ddpm(r, progress=False)
+    name = zoo_ddpm.pool_name(base, r)
+    assert zoo_ddpm.shipped_weights(name) is not None  # quick mode's pool ships with theta*
+    x, c = zoo_ddpm.model_pool(base, r, progress=False)
+    assert x.shape == (11 * r.pool_per_class, 1, 28, 28) and not (zoo_ddpm._dir(r) / name).exists()
+    assert torch.equal(torch.bincount(c), torch.full((11,), r.pool_per_class))
+    # another model (one weight nudged) has another name: it draws and caches its own pool
+    with torch.no_grad():
+        next(base.model.parameters()).view(-1)[0] += 1e-3
+    r2 = zoo_ddpm.recipe("quick", pool_per_class=1)
+    other = zoo_ddpm.pool_name(base, r2)
+    assert other != name and zoo_ddpm.shipped_weights(other) is None
+    x2, c2 = zoo_ddpm.model_pool(base, r2, progress=False)
+    assert x2.shape == (11, 1, 28, 28) and (zoo_ddpm._dir(r2) / other).exists()
+    # a file whose settings are not the ones asked for is refused, not returned
+    from sa_utils.checkpoint import save_tensors
+
+    save_tensors(zoo_ddpm._dir(r2) / other, {"x": x2, "c": c2}, {**zoo_ddpm.pool_settings(base, r2), "seed": 7})
+    with pytest.raises(CheckpointError, match="delete it"):
+        zoo_ddpm.model_pool(base, r2, progress=False)

@@ -44,6 +44,25 @@ class GenerativeAdapter(ABC):
     def check_condition(self, c: torch.Tensor) -> None:
         """Raise ``ValueError`` if ``c`` is not a valid condition for this model."""
 
+    def check_data(self, x: torch.Tensor, what: str = "x") -> None:
+        """Raise ``ValueError`` if ``x`` is not data this model is trained on (shape, dtype, range).
+
+        The default checks nothing; adapters of image models check with :func:`check_images`."""
+
+    def check_batch(self, batch: Batch, what: str = "batch") -> None:
+        """Check a training batch before any work is done on it: its keys, equal lengths, the
+        conditions (:meth:`check_condition`) and the data (:meth:`check_data`). SA and the Fisher
+        call it on the first batch of every source, so a wrong source fails before the first step."""
+        if not isinstance(batch, dict) or "x" not in batch or "c" not in batch:
+            keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise ValueError(f"{what}: a batch is a dict with 'x' (data) and 'c' (conditions); got {keys}")
+        if len(batch["x"]) != len(batch["c"]):
+            raise ValueError(f"{what}: 'x' holds {len(batch['x'])} items but 'c' holds {len(batch['c'])}")
+        if len(batch["x"]) == 0:
+            raise ValueError(f"{what}: the batch is empty")
+        self.check_condition(batch["c"])
+        self.check_data(batch["x"], what)
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -66,6 +85,27 @@ class GenerativeAdapter(ABC):
 
     def loss_with_noise(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.loss(self.draw_noise(batch, generator))
+
+
+def check_images(x: torch.Tensor, shape: tuple[int, ...], what: str = "x", low: float = 0.0, high: float = 1.0,
+                 hint: str = "") -> None:
+    """Raise ``ValueError`` naming ``what`` unless ``x`` is a float tensor ``[N, *shape]`` of finite
+    values in ``[low, high]`` (the book keeps every image in ``[0, 1]``)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor of images, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"{what} has dtype {x.dtype}; images must be floats in [{low:g}, {high:g}] "
+                         f"(uint8 pixels: divide by 255){hint}")
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(f"{what} has shape {tuple(x.shape)}, this model needs [N, {', '.join(map(str, shape))}]{hint}")
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        raise ValueError(f"{what} holds {int(bad.sum())} NaN or infinite values; check the data or the surrogate{hint}")
+    lo, hi = float(x.min()), float(x.max())
+    tol = 1e-4 * (high - low)
+    if lo < low - tol or hi > high + tol:
+        raise ValueError(f"{what} has values in [{lo:.3g}, {hi:.3g}]; this model needs [{low:g}, {high:g}]"
+                         f" (images scaled to [-1, 1]? map them with (x + 1) / 2){hint}")
 
 
 @contextlib.contextmanager

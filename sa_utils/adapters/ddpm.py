@@ -25,7 +25,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
 from ..models.unet import UNetConfig
-from .base import Batch
+from .base import Batch, check_images
 from .diffusion import DiffusionAdapter
 
 
@@ -63,6 +63,12 @@ class DDPMAdapter(DiffusionAdapter):
 
     def null_condition(self, c: torch.Tensor) -> torch.Tensor:
         return torch.full_like(c, self.null_class)
+
+    def check_data(self, x: torch.Tensor, what: str = "x") -> None:
+        """Images ``[N, channels, size, size]`` in [0, 1] (the adapter maps them to [-1, 1] itself)."""
+        cfg = self.unet_config
+        check_images(x, (cfg.channels, cfg.sample_size, cfg.sample_size), what,
+                     hint=f" ({cfg.channels}-channel {cfg.sample_size}x{cfg.sample_size} images for this UNet)")
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: Batch) -> torch.Tensor:

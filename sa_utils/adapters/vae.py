@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from ..models.cvae import CVAE
-from .base import Batch, GenerativeAdapter
+from .base import Batch, GenerativeAdapter, check_images
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device:
@@ -23,6 +23,13 @@ class VAEAdapter(GenerativeAdapter):
             raise ValueError(f"conditions must be a 1-D tensor of integer class ids, got dtype {c.dtype}, shape {tuple(c.shape)}")
         if c.numel() and (int(c.min()) < 0 or int(c.max()) >= k):
             raise ValueError(f"class ids must lie in [0, {k - 1}]; got {sorted(set(c.tolist()))}")
+
+    def check_data(self, x: torch.Tensor, what: str = "x") -> None:
+        """MNIST-like images: ``[N, 1, 28, 28]`` (or flat ``[N, 784]``), floats in [0, 1]: the
+        Bernoulli likelihood of the ELBO is defined only there."""
+        d = self.model.config.x_dim
+        shape = (d,) if x.dim() == 2 else (1, 28, 28) if d == 784 else (d,)
+        check_images(x, shape, what)
 
     def draw_noise(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         self.check_condition(batch["c"])
