@@ -23,7 +23,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e ".[book,test,sd,nudenet]"
+	@# -qq: errors only; -q still shows setuptools' notice about editable installs of a
+	@# top-level package (informational, nothing to act on)
+	$(PY) -m pip install -qq -e ".[book,test,sd,nudenet]"
 	touch $@
 
 book: venv
