@@ -1,6 +1,7 @@
 """Benchmarks 2 and 4: one Selective Amnesia step vs one plain fine-tuning step, time and peak memory.
 
     python benchmarks/sa_step.py [--models cvae ddpm] [--steps 20] [--repeats 5]
+    python benchmarks/sa_step.py --optimizers [--models cvae ddpm]   # fused Adam vs PyTorch's loop
 
 Both variants train a fresh copy of the same model on the *same* forget and replay batches
 with the same loss noise and Adam. The SA step is ``sa_utils.amnesia.selective_amnesia``
@@ -84,8 +85,8 @@ def fisher_for(adapter) -> DiagonalFisher:
     return random_fisher(adapter.trainable_parameters())
 
 
-def run_sa(adapter, forget, replay, fisher, steps: int) -> None:
-    cfg = SAConfig(lmbda=10.0, gamma=1.0, steps=steps, lr=1e-4, checkpoint_every=0, log_every=10)
+def run_sa(adapter, forget, replay, fisher, steps: int, fused: bool = True) -> None:
+    cfg = SAConfig(lmbda=10.0, gamma=1.0, steps=steps, lr=1e-4, checkpoint_every=0, log_every=10, fused=fused)
     selective_amnesia(adapter, lambda s: forget[s], lambda s: replay[s], fisher, cfg, progress=False)
 
 
@@ -110,6 +111,37 @@ def step_times(model: str, steps: int, repeats: int, width: float = 1.0) -> dict
                      "sa": fresh(lambda: run_sa(adapter, forget, replay, fisher, steps))}, repeats)
     return {"model": model, "params": sum(p.numel() for p in adapter.model.parameters()), "batch": BATCH[model],
             "finetune_ms": 1e3 * t["finetune"] / steps, "sa_ms": 1e3 * t["sa"] / steps, "time_ratio": t["sa"] / t["finetune"]}
+
+
+def optimizer_times(model: str, steps: int, repeats: int) -> dict:
+    """One SA step with PyTorch's fused Adam kernel (``SAConfig(fused=True)``, the default) vs its
+    per-tensor loop, on the same batches, interleaved; and how far the weights are apart after ``steps``."""
+    dev = device()
+    adapter, shape = build(model, dev)
+    forget, replay = make_batches(shape, steps, BATCH[model], dev)
+    fisher = fisher_for(adapter)
+    state = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    weights = {}
+
+    def fresh(fused):
+        def go():
+            adapter.model.load_state_dict(state)
+            run_sa(adapter, forget, replay, fisher, steps, fused=fused)
+            weights[fused] = [p.detach().clone() for p in adapter.model.parameters()]
+        return go
+
+    t = interleaved({"loop": fresh(False), "fused": fresh(True)}, repeats)
+    moved = max((a - s).abs().max().item() for a, s in zip(weights[False], state.values()))
+    apart = max((a - b).abs().max().item() for a, b in zip(weights[False], weights[True]))
+    return {"model": model, "steps": steps, "loop_ms": 1e3 * t["loop"] / steps, "fused_ms": 1e3 * t["fused"] / steps,
+            "speedup": t["loop"] / t["fused"], "max_move": moved, "max_apart": apart}
+
+
+def optimizer_table(rows: list[dict]):
+    header = ["model", "steps", "SA ms/step, Adam loop", "SA ms/step, fused Adam", "speed-up",
+              "largest weight change", "largest difference between the two"]
+    return header, [[r["model"], r["steps"], f"{r['loop_ms']:.1f}", f"{r['fused_ms']:.1f}", f"{r['speedup']:.2f}x",
+                     f"{r['max_move']:.2e}", f"{r['max_apart']:.2e}"] for r in rows]
 
 
 def peak_memory(model: str, steps: int = 3, width: float = 1.0) -> dict:
@@ -161,7 +193,13 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--steps", type=int, default=20, help="steps per timed run (the UNet runs a quarter as many)")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--optimizers", action="store_true", help="time fused Adam against PyTorch's per-tensor loop")
     args = p.parse_args()
+    if args.optimizers:
+        rows = [optimizer_times(m, args.steps if m != "ddpm" else max(2, args.steps // 4), args.repeats)
+                for m in args.models if m != "sd"]
+        print_table(f"SA step: fused Adam vs the per-tensor loop, {machine()}", *optimizer_table(rows))
+        return
     rows = run(args.models, args.steps, args.repeats)
     print_table(f"SA step vs fine-tuning step, {machine()}", *table_rows(rows))
 

@@ -67,13 +67,14 @@ def finetune_static_gib(n_params: int) -> float:
     return 4 * n_params * 4 / GIB
 
 
-def finetune_steps(adapter, forget: list, replay: list, steps: int, lr: float = 1e-4) -> None:
+def finetune_steps(adapter, forget: list, replay: list, steps: int, lr: float = 1e-4, fused: bool = True) -> None:
     """The baseline SA is measured against: plain Adam steps on the same forget and replay
-    batches, with the same noise draws, and no EWC."""
+    batches, with the same noise draws, and no EWC (and the same Adam kernel as ``SAConfig(fused=)``)."""
+    from .amnesia import _fusable
     from .runtime import step_generator
 
     params = list(adapter.trainable_parameters().values())
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, **({"fused": True} if fused and _fusable(params) else {}))
     adapter.model.train()
     for step in range(steps):
         g = step_generator(104729, step)

@@ -128,7 +128,7 @@ def test_ablations_run_without_ewc_or_replay(tiny_vae, tiny_batches):
     ("steps", 0, "integer >= 1"), ("steps", 2.5, "integer >= 1"), ("grad_accum", 0, "integer >= 1"),
     ("checkpoint_every", -1, "integer >= 0"), ("log_every", 0, "integer >= 1"), ("grad_clip", 0.0, "> 0"),
     ("ema_decay", 1.0, "(0, 1)"), ("optimizer", "sgd", "'adam' or 'adamw'"), ("mixed_precision", "fp8", "'bf16'"),
-    ("ewc_dtype", "int8", "'bfloat16'"), ("weight_decay", -0.01, ">= 0"),
+    ("ewc_dtype", "int8", "'bfloat16'"), ("weight_decay", -0.01, ">= 0"), ("fused", "yes", "True (fused"),
 ])
 def test_every_invalid_setting_is_refused_where_it_is_made(field, value, says):
     with pytest.raises(ValueError, match=rf"SAConfig\.{field} = .*{re.escape(says)}"):
@@ -217,3 +217,29 @@ def test_the_fisher_and_the_classifier_refuse_wrong_images(tiny_vae, tiny_batche
         metrics.classify(clf, torch.full((4, 1, 28, 28), -1.0))
     probs, _ = metrics.classify(clf, torch.rand(4, 1, 28, 28))  # valid images still pass
     assert probs.shape == (4, 10)
+
+
+class _SeparateVAE(VAEAdapter):
+    joint_batches = False
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_joined_batches_and_the_fused_adam_give_the_separate_loop_up_to_rounding(tiny_vae, tiny_batches, fused):
+    """The CVAE's forget and replay losses in one call, and PyTorch's fused Adam, are speed-ups
+    only: the same run as two calls and the per-tensor Adam loop, to float32 rounding."""
+    start = _state(tiny_vae)
+    frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches, checkpoint_every=0)
+    joined = selective_amnesia(tiny_vae, forget, replay, fisher, dataclasses.replace(config, fused=fused),
+                               progress=False)
+    fast = _state(tiny_vae)
+    separate = _SeparateVAE(tiny_vae.model)
+    separate.model.load_state_dict(start)
+    loop = selective_amnesia(separate, forget, replay, fisher, dataclasses.replace(config, fused=False), progress=False)
+    slow = _state(separate)
+    moved = max((slow[k] - start[k]).abs().max().item() for k in start)
+    assert moved > 1e-3  # the run did move the weights
+    for k in start:
+        torch.testing.assert_close(fast[k], slow[k], rtol=1e-4, atol=1e-5, msg=k)
+    for a, b in zip(joined.history, loop.history):
+        for term in ("forget_loss", "replay_loss", "ewc_penalty"):
+            assert a[term] == pytest.approx(b[term], rel=1e-4, abs=1e-6), term

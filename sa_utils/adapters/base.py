@@ -29,6 +29,12 @@ class GenerativeAdapter(ABC):
     so that lambda and gamma mean what they mean there. Together with the loss's own reduction
     over pixels (in :meth:`loss`) it fixes the scale of the data terms against EWC."""
 
+    joint_batches: bool = False
+    """True where a sample's loss depends on no other sample of its batch and one call on a
+    large batch is cheaper than two small ones (the CVAE on a CPU: many small matrix products).
+    SA then computes the forget and the replay losses in one call on the two noised batches
+    joined (:meth:`join`): the same losses and gradients up to rounding, fewer kernel launches."""
+
     @abstractmethod
     def loss(self, batch: Batch) -> torch.Tensor:
         """Per-sample loss of shape ``[B]``: an upper bound on ``-log p(x | theta, c)``."""
@@ -82,6 +88,13 @@ class GenerativeAdapter(ABC):
         attention instead of a fused kernel without a batching rule); the result must not change.
         """
         return contextlib.nullcontext()
+
+    @staticmethod
+    def join(a: Batch, b: Batch) -> Batch:
+        """Two noised batches as one (each tensor concatenated along the batch dimension)."""
+        if set(a) != set(b):
+            raise ValueError(f"cannot join batches with keys {sorted(a)} and {sorted(b)}")
+        return {k: torch.cat([a[k], b[k]]) for k in a}
 
     def loss_with_noise(self, batch: Batch, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.loss(self.draw_noise(batch, generator))
