@@ -53,3 +53,28 @@ def test_back_matter_pages_are_in_the_book():
     for page in ("book/glossary", "book/instructors", "book/bibliography"):
         assert page in files and (ROOT / f"{page}.md").exists(), page
     assert "```{glossary}" in (ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[nb.stem for nb in NOTEBOOKS])
+def test_chapter_does_not_redefine_the_book_api(notebook):
+    """A helper that `sa_utils.chapter` offers is called from there, not copied into a chapter
+    (chapters 2-5 each carried their own `table` until session 11)."""
+    import ast
+
+    import sa_utils.chapter as chapter
+
+    api = {name for name, obj in vars(chapter).items()
+           if callable(obj) and getattr(obj, "__module__", "") == chapter.__name__}
+    assert "table" in api and "setup" in api
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        lines = "".join(cell["source"]).splitlines()
+        source = "\n".join(  # an IPython magic is not Python: keep its indentation, drop its text
+            line[:len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+            for line in lines)
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.name not in api, (
+                    f"{notebook.name} defines its own `{node.name}`; call `chapter.{node.name}` instead")
