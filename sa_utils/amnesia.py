@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .adapters.base import Batch, GenerativeAdapter
 from .checkpoint import CheckpointError, load_tensors, read_metadata, optimizer_from_tensors, optimizer_to_tensors, save_tensors
@@ -216,7 +216,7 @@ def _train(
 
     adapter.model.train()
     start = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=result.resumed_from, desc=desc, disable=not progress)
+    bar = progress_bar(total=config.steps, initial=result.resumed_from, desc=desc, disable=not progress)
     try:
         for step in range(result.resumed_from, config.steps):
             optimizer.zero_grad(set_to_none=True)

@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .adapters.base import Batch, GenerativeAdapter
 from .checkpoint import CheckpointError, check_state_matches, load_tensors, save_tensors
@@ -362,7 +362,7 @@ def diagonal_fisher(
     count = 0
     was_training = adapter.model.training
     adapter.model.eval()
-    bar = tqdm(total=total, desc=f"Fisher ({method})", unit="sample", disable=not progress)
+    bar = progress_bar(total=total, desc=f"Fisher ({method})", unit="sample", disable=not progress)
     try:
         for batch in batches:
             batch = {k: v.to(adapter.device) for k, v in batch.items()}

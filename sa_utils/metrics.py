@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .adapters.base import GenerativeAdapter
 from .runtime import settings_digest
@@ -113,7 +113,7 @@ def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per
             return t["x"], t["c"]
     g = torch.Generator().manual_seed(seed)
     xs, cs = [], []
-    for cls in tqdm(classes, desc="sampling", unit="class", disable=not progress, leave=False):
+    for cls in progress_bar(classes, desc="sampling", unit="class", disable=not progress, leave=False):
         for i in range(0, n_per_class, batch_size):
             c = torch.full((min(batch_size, n_per_class - i),), int(cls), dtype=torch.long)
             xs.append(adapter.sample(c, g).cpu())

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from .data import TensorBatches
@@ -45,7 +45,7 @@ def fit(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, epo
         for group in optimizer.param_groups:
             group["lr"] = lr * (lr_decay ** (epoch // lr_decay_every) if lr_decay_every else 1.0)
         total, count = 0.0, 0
-        for xb, yb in tqdm(data.epoch(), total=len(data), desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress):
+        for xb, yb in progress_bar(data.epoch(), total=len(data), desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress):
             xb, yb = xb.to(device), yb.to(device)
             loss = loss_fn(model, xb, yb, g)
             if not torch.isfinite(loss):
@@ -121,7 +121,7 @@ def train_ddpm(adapter, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size
     null = adapter.null_class
     model.train()
     window: list[float] = []
-    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress)
+    bar = progress_bar(total=steps, initial=start, desc=desc, disable=not progress)
     for step in range(start, steps):
         g = step_generator(seed + 17, step)
         batch = data(step)

@@ -546,12 +546,12 @@ def evaluate_task(pipes: dict[str, Any], r: SDRecipe, task: ForgetTask, detector
                   progress: bool = True) -> dict[str, dict[str, float]]:
     """Detector rate of every pipeline (``{key: pipeline}``; keys as in :func:`images`) on every
     prompt set of ``task``: ``{key: {prompt set: rate}}``. Nudity on real SD is counted on raw images."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     raw = task.target == "attribute" and r.pipeline != TINY
     out: dict[str, dict[str, float]] = {}
     jobs = [(k, s) for k in pipes for s in task.readings]
-    for key, name in tqdm(jobs, desc="evaluating", disable=not progress):
+    for key, name in progress_bar(jobs, desc="evaluating", disable=not progress):
         x = images(pipes[key], r, task.prompt_sets[name], key, raw=raw)
         out.setdefault(key, {})[name] = rate(detectors[task.readings[name]], x)
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -49,6 +50,12 @@ def test_chapter_executes_in_quick_mode(notebook, executed):
     outputs = [o for c in executed_nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not any(o.get("output_type") == "error" for o in outputs)
     assert any("image/png" in o.get("data", {}) for o in outputs), "every chapter shows at least one figure"
+    frozen = [o["data"].get("text/plain") for o in outputs
+              if "application/vnd.jupyter.widget-view+json" in o.get("data", {})
+              and re.search(r"\d+%\|", str(o["data"].get("text/plain", "")))]  # a tqdm bar
+    assert not frozen, f"progress widgets saved in the executed chapter (run it with SA_PROGRESS=text): {frozen[:2]}"
+    streams = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    assert "\r" not in streams and "\x1b[" not in streams, "text progress must be whole lines (no redraws)"
 
 
 @pytest.mark.slow

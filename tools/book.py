@@ -27,6 +27,10 @@ script. With ``--reuse`` (``make test`` after ``make book``) a chapter whose exe
 the same digest is not executed again; any change to those files executes it again. A clean
 clone has no executed copies, so CI always executes everything.
 
+**Progress.** Chapters run with ``SA_PROGRESS=text`` (unless set otherwise): the library's
+progress bars print a few plain lines instead of a notebook widget, which would be saved frozen
+("0%| | 0/469") in the executed copy and render as an empty box in the HTML.
+
 **Timings.** After each chapter, the seconds of the chapter and of each of its code cells
 (papermill records them) are written to ``_build/timings.json``; ``tools/timing.py`` turns
 them into the table of the Performance appendix.
@@ -128,6 +132,8 @@ def execute(notebook: Path, mode: str, kernel: str = "python3") -> float:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(notebook, target)  # start from the output-free source
     digest = source_digest(notebook, mode)
+    # nobody watches an unattended run: text progress, not widgets frozen into the saved notebook
+    os.environ.setdefault("SA_PROGRESS", "text")  # the kernel inherits it (sa_utils/progress.py)
     start = time.perf_counter()
     pm.execute_notebook(str(target), str(target), parameters={"MODE": mode}, kernel_name=kernel,
                         cwd=str(target.parent), progress_bar=False, log_output=False,

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..checkpoint import load_tensors, save_tensors
 from ..fisher import (SINGLE, DiagonalFisher, TimestepSum, sq_grad_sum_loop, sq_grad_sum_timestep_loop,
@@ -102,7 +102,7 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     was_training = adapter.model.training
     adapter.model.eval()
-    bar = tqdm(total=len(mine), initial=len(done), desc=f"Fisher (rank {rank}/{world})", unit="chunk",
+    bar = progress_bar(total=len(mine), initial=len(done), desc=f"Fisher (rank {rank}/{world})", unit="chunk",
                disable=not progress)
     new = 0
     try:

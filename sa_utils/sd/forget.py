@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
 from ..fisher import DiagonalFisher
@@ -40,7 +40,7 @@ STEP = "forget"
 def encode_set(adapter, images: torch.Tensor, seed: int, batch_size: int = 16) -> torch.Tensor:
     """Latents of a whole image set (kept on the CPU), one seeded posterior draw per batch."""
     out = []
-    for i in tqdm(range(0, len(images), batch_size), desc="encoding images", leave=False):
+    for i in progress_bar(range(0, len(images), batch_size), desc="encoding images", leave=False):
         g = step_generator(seed, i, device=adapter.device)
         out.append(adapter.encode_images(images[i:i + batch_size].to(adapter.device), g).float().cpu())
     return torch.cat(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..checkpoint import load_tensors, read_metadata, save_tensors
 from .common import claim_run_folder, read_settings
@@ -37,7 +37,7 @@ def generate_image_set(pipe, prompts: list[str], output_dir: str | Path, n_per_p
                 "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "shard_size": shard_size}
     folder = claim_run_folder(output_dir, settings, STEP)
     n_shards = (len(todo) + shard_size - 1) // shard_size
-    bar = tqdm(total=len(todo), desc=f"images -> {folder.name}", unit="img", disable=not progress)
+    bar = progress_bar(total=len(todo), desc=f"images -> {folder.name}", unit="img", disable=not progress)
     for s in range(n_shards):
         path = folder / f"images-{s:05d}.safetensors"
         lo, hi = s * shard_size, min(len(todo), (s + 1) * shard_size)

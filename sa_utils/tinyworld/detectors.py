@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
 from ..checkpoint import load_model, load_tensors, save_model
 from ..runtime import cache_dir, step_generator
@@ -109,7 +109,7 @@ def labelled_images(task: str, seed: int, n: int, resolution: int = 32, mix: dic
     world = TinyWorld(seed=seed, size=n, resolution=resolution, mix=dict(mix or TRAINING_MIX[task]))
     images = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
     labels = torch.empty(n, dtype=torch.long)
-    for i in tqdm(range(n), desc=f"drawing {task} images", disable=not progress, leave=False):
+    for i in progress_bar(range(n), desc=f"drawing {task} images", disable=not progress, leave=False):
         scene = world.scene(i)
         images[i] = render(scene, resolution)
         labels[i] = scene.identity if task == "identity" else int(scene.attribute)
@@ -157,7 +157,7 @@ def train_detector(recipe: DetectorRecipe, progress: bool = True,
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15)
     model.train()
-    bar = tqdm(range(total), desc=f"{recipe.task} detector", disable=not progress, leave=False)
+    bar = progress_bar(range(total), desc=f"{recipe.task} detector", disable=not progress, leave=False)
     for step in bar:
         g = step_generator(recipe.seed, step)
         idx = torch.randint(len(images), (recipe.batch_size,), generator=g)
