@@ -196,6 +196,26 @@ def sa_schedule_text(t: dict) -> list[str]:
     ]
 
 
+def optimizer_text(t: dict) -> list[str]:
+    rows = t["rows"]
+    lines = [
+        "The SA step as it was before session 11 (PyTorch's default Adam, separate forward and backward passes for",
+        "the forget and the replay batch) against the step with PyTorch's fused Adam kernel (`SAConfig(fused=True)`,",
+        "now the default) and against fused Adam plus one pass on the two batches joined (the adapters that set",
+        "`joint_batches`: the CVAE). All arms train a fresh copy on the same batches and noise; time is the median of",
+        f"{t['repeats']} interleaved repeats; the last column is how far each arm's weights end up from the old step's",
+        "after the run, next to how far training moved them: rounding, not a different algorithm.",
+        "",
+        markdown_table(*sa_step.optimizer_table(rows)),
+        "",
+    ]
+    for r in rows:
+        lines.append(f"- {r['model']}: {r['speedup']:.2f}x per SA step in all"
+                     + (f" ({r['fused_speedup']:.2f}x from the fused kernel alone)" if r["joint_batches"] else
+                        " (fused kernel only; this adapter does not join batches)") + ".")
+    return lines + [""]
+
+
 def stored_section(title: str, name: str, command: str, body) -> list[str]:
     """A section shown from ``benchmarks/results/<name>.json`` (written by its own command)."""
     path = HERE / "results" / f"{name}.json"
@@ -319,6 +339,8 @@ def render(res: dict, args) -> str:
                         sampler_text),
         *stored_section("10. How many SA steps Part I's short schedule needs", "sa_schedule",
                         "python benchmarks/sa_schedule.py", sa_schedule_text),
+        *stored_section("11. Fused Adam and joined batches in the SA step", "sa_optimizers",
+                        "python benchmarks/sa_step.py --optimizers --store", optimizer_text),
         "## Reproduce",
         "",
         "```bash",
@@ -330,6 +352,7 @@ def render(res: dict, args) -> str:
         "python benchmarks/lanes.py                   # section 8: two chapters at once vs one after the other",
         "python benchmarks/sampler_steps.py           # section 9: DDIM steps vs sample quality",
         "python benchmarks/sa_schedule.py             # section 10: Part I SA steps vs the ablation's numbers",
+        "python benchmarks/sa_step.py --optimizers --store  # section 11: fused Adam, joined batches",
         "```",
         "",
     ]

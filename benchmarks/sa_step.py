@@ -1,7 +1,7 @@
 """Benchmarks 2 and 4: one Selective Amnesia step vs one plain fine-tuning step, time and peak memory.
 
     python benchmarks/sa_step.py [--models cvae ddpm] [--steps 20] [--repeats 5]
-    python benchmarks/sa_step.py --optimizers [--models cvae ddpm]   # fused Adam vs PyTorch's loop
+    python benchmarks/sa_step.py --optimizers [--models cvae ddpm] [--store]   # fused Adam, joined batches
 
 Both variants train a fresh copy of the same model on the *same* forget and replay batches
 with the same loss noise and Adam. The SA step is ``sa_utils.amnesia.selective_amnesia``
@@ -18,7 +18,10 @@ the table prints that floor next to the measured ratio.
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import warnings
+from pathlib import Path
 
 import torch
 from common import PeakTensorMemory, device, interleaved, machine, print_table
@@ -114,34 +117,55 @@ def step_times(model: str, steps: int, repeats: int, width: float = 1.0) -> dict
 
 
 def optimizer_times(model: str, steps: int, repeats: int) -> dict:
-    """One SA step with PyTorch's fused Adam kernel (``SAConfig(fused=True)``, the default) vs its
-    per-tensor loop, on the same batches, interleaved; and how far the weights are apart after ``steps``."""
+    """Session 11's two speed switches of the SA step, on the same batches, interleaved:
+
+    * ``before``: PyTorch's default (foreach) Adam and two passes, forget and replay (the step
+      until session 11);
+    * ``fused``: PyTorch's fused Adam kernel (``SAConfig(fused=True)``, the default), two passes;
+    * ``both``: fused Adam and, where the adapter allows it (``joint_batches``), one pass on the
+      forget and replay batches joined -- what ``selective_amnesia`` does now.
+
+    Also how far each arm's weights end up from ``before`` after ``steps`` (rounding only)."""
     dev = device()
     adapter, shape = build(model, dev)
     forget, replay = make_batches(shape, steps, BATCH[model], dev)
     fisher = fisher_for(adapter)
     state = {k: v.clone() for k, v in adapter.model.state_dict().items()}
+    joinable = type(adapter).joint_batches
     weights = {}
 
-    def fresh(fused):
+    def arm(name, fused, joint):
         def go():
             adapter.model.load_state_dict(state)
-            run_sa(adapter, forget, replay, fisher, steps, fused=fused)
-            weights[fused] = [p.detach().clone() for p in adapter.model.parameters()]
+            adapter.joint_batches = joint  # an instance attribute shadows the class's switch
+            try:
+                run_sa(adapter, forget, replay, fisher, steps, fused=fused)
+            finally:
+                del adapter.joint_batches
+            weights[name] = [p.detach().clone() for p in adapter.model.parameters()]
         return go
 
-    t = interleaved({"loop": fresh(False), "fused": fresh(True)}, repeats)
-    moved = max((a - s).abs().max().item() for a, s in zip(weights[False], state.values()))
-    apart = max((a - b).abs().max().item() for a, b in zip(weights[False], weights[True]))
-    return {"model": model, "steps": steps, "loop_ms": 1e3 * t["loop"] / steps, "fused_ms": 1e3 * t["fused"] / steps,
-            "speedup": t["loop"] / t["fused"], "max_move": moved, "max_apart": apart}
+    t = interleaved({"before": arm("before", False, False), "fused": arm("fused", True, False),
+                     "both": arm("both", True, joinable)}, repeats)
+    start = [state[k] for k, _ in adapter.model.named_parameters()]
+    moved = max((a - s).abs().max().item() for a, s in zip(weights["before"], start))
+
+    def apart(name):
+        return max((a - b).abs().max().item() for a, b in zip(weights["before"], weights[name]))
+
+    return {"model": model, "steps": steps, "batch": BATCH[model], "joint_batches": joinable,
+            "before_ms": 1e3 * t["before"] / steps, "fused_ms": 1e3 * t["fused"] / steps, "both_ms": 1e3 * t["both"] / steps,
+            "fused_speedup": t["before"] / t["fused"], "speedup": t["before"] / t["both"],
+            "max_move": moved, "fused_apart": apart("fused"), "both_apart": apart("both")}
 
 
 def optimizer_table(rows: list[dict]):
-    header = ["model", "steps", "SA ms/step, Adam loop", "SA ms/step, fused Adam", "speed-up",
-              "largest weight change", "largest difference between the two"]
-    return header, [[r["model"], r["steps"], f"{r['loop_ms']:.1f}", f"{r['fused_ms']:.1f}", f"{r['speedup']:.2f}x",
-                     f"{r['max_move']:.2e}", f"{r['max_apart']:.2e}"] for r in rows]
+    header = ["model", "batch", "before ms/step", "fused Adam ms/step", "fused + joined ms/step",
+              "speed-up (fused)", "speed-up (both)", "largest weight change", "largest difference from before"]
+    return header, [[r["model"], r["batch"], f"{r['before_ms']:.1f}", f"{r['fused_ms']:.1f}",
+                     f"{r['both_ms']:.1f}" if r["joint_batches"] else "(not joined)",
+                     f"{r['fused_speedup']:.2f}x", f"{r['speedup']:.2f}x", f"{r['max_move']:.1e}",
+                     f"{max(r['fused_apart'], r['both_apart']):.1e}"] for r in rows]
 
 
 def peak_memory(model: str, steps: int = 3, width: float = 1.0) -> dict:
@@ -193,12 +217,20 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--steps", type=int, default=20, help="steps per timed run (the UNet runs a quarter as many)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--optimizers", action="store_true", help="time fused Adam against PyTorch's per-tensor loop")
+    p.add_argument("--optimizers", action="store_true",
+                   help="time fused Adam and joined forget+replay batches against the step before them")
+    p.add_argument("--store", action="store_true",
+                   help="with --optimizers: write benchmarks/results/sa_optimizers.json (Performance section 11)")
     args = p.parse_args()
     if args.optimizers:
         rows = [optimizer_times(m, args.steps if m != "ddpm" else max(2, args.steps // 4), args.repeats)
                 for m in args.models if m != "sd"]
-        print_table(f"SA step: fused Adam vs the per-tensor loop, {machine()}", *optimizer_table(rows))
+        print_table(f"SA step: fused Adam and joined batches vs before, {machine()}", *optimizer_table(rows))
+        if args.store:
+            out = Path(__file__).resolve().parent / "results" / "sa_optimizers.json"
+            out.write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": machine(),
+                                       "steps": args.steps, "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
+            print(f"wrote {out}")
         return
     rows = run(args.models, args.steps, args.repeats)
     print_table(f"SA step vs fine-tuning step, {machine()}", *table_rows(rows))

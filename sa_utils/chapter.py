@@ -15,13 +15,17 @@ from .zoo import recipe as mnist_recipe
 def setup(mode: str | None = None, recipe: Callable[..., Any] = mnist_recipe, **overrides) -> Any:
     """Resolve quick/full mode, apply the book's figure style, and print the run settings.
 
-    ``mode=None`` means ``$SA_MODE`` if set, else full on a GPU and quick on a CPU.
+    ``mode=None`` means ``$SA_MODE`` if set, else quick on a CPU and, on a GPU, the part's
+    default: full for Part I, quick for Parts II and III (:func:`sa_utils.runtime.resolve_mode`).
     ``recipe`` is the part's recipe function: :func:`sa_utils.zoo.recipe` (Part I, the
     default) or :func:`sa_utils.zoo_ddpm.recipe` (Part II).
     """
     set_style()
-    r = recipe(resolve_mode(mode), **overrides)
+    r = recipe(mode, **overrides)  # each part's recipe resolves the mode with its own GPU default
     print(f"mode: {r.mode} | device: {default_device()} | torch {torch.__version__}")
+    if r.mode == "quick" and resolve_mode(mode) == "full":
+        print("quick mode although a GPU is here: this part's full mode runs only when asked for "
+              "(MODE = \"full\" in the parameters cell, or SA_MODE=full)")
     print(f"data: {data_dir()} | cache: {cache_dir()}")
     knobs = {k: v for k, v in asdict(r).items() if k != "mode"}
     print("settings: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))

@@ -162,6 +162,11 @@ SCHEDULES: dict[tuple[str, str], dict[str, Any]] = {
 """Named run lengths ``(mode, name) -> recipe fields``; ``schedule_name`` records the name."""
 
 
+# full mode (SD v1.4 from the Hub, thousands of SA steps: hours of GPU time) runs only when asked for:
+# MODE="full" or SA_MODE=full
+GPU_DEFAULT_MODE = "quick"
+
+
 def recipe(mode: str | None = None, schedule: str | None = None, **overrides) -> SDRecipe:
     """The recipe of ``mode`` (quick or full), with the named ``schedule`` (:data:`SCHEDULES`) and
     any field overridden (:meth:`SDRecipe.schedule_note` states the result's lr x steps).
@@ -170,7 +175,7 @@ def recipe(mode: str | None = None, schedule: str | None = None, **overrides) ->
     and 1.6e-4 x 31,250 = 5.0 (nudity), EMA 0.9999; ``"one-gpu-short"``, the same lr for fewer
     steps: 1.6e-4 x 2,000 = 0.32 (celebrity) and 1.6e-4 x 5,000 = 0.8 (nudity), EMA 0.999375 (the
     authors' EMA horizon relative to the run length)."""
-    base = RECIPES[resolve_mode(mode)]
+    base = RECIPES[resolve_mode(mode, gpu_default=GPU_DEFAULT_MODE)]
     if schedule is not None:
         if (base.mode, schedule) not in SCHEDULES:
             names = sorted(s for m, s in SCHEDULES if m == base.mode)
