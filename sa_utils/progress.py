@@ -9,6 +9,7 @@ with no carriage returns or cursor moves, so the saved output reads as a short l
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -65,3 +66,18 @@ def progress_bar(*args, **kwargs):
     kwargs.setdefault("ncols", 110)
     kwargs["file"] = _Lines(kwargs.get("file") or sys.stderr)
     return _TextBar(*args, **kwargs)
+
+
+def quiet_library_bars() -> None:
+    """In text mode, turn off the loading and download bars of diffusers, transformers and
+    huggingface_hub, which draw their own ``tqdm.auto`` widgets ("Loading pipeline components...").
+    Called by the library's pipeline and model loaders; does nothing in ``auto`` mode."""
+    if mode() != "text":
+        return
+    for module, off in (("diffusers.utils.logging", "disable_progress_bar"),
+                        ("transformers.utils.logging", "disable_progress_bar"),
+                        ("huggingface_hub.utils", "disable_progress_bars")):
+        try:
+            getattr(importlib.import_module(module), off)()
+        except (ImportError, AttributeError):  # the `sd` extra is not installed, or another version
+            continue

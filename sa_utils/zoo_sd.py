@@ -260,6 +260,34 @@ def replay_prompts(r: SDRecipe, exclude_words: tuple[str, ...] = ()) -> list[str
     return generic_prompts(r.generic_replay_prompts, r.seed, exclude_words)
 
 
+def near_duplicates(a: list[str], b: list[str]) -> list[tuple[str, str]]:
+    """Pairs of prompts of ``a`` and ``b`` that are the same prompt, or one is the other with a
+    prefix (the tiny world's replay prompts put "a photo of" and the like before a scene)."""
+    norm = {p.strip().lower(): p for p in b}
+    out = []
+    for p in a:
+        q = p.strip().lower()
+        out += [(p, norm[k]) for k in norm if k == q or k.endswith(" " + q) or q.endswith(" " + k)]
+    return out
+
+
+def unrelated_prompts(r: SDRecipe, n: int = 24) -> list[str]:
+    """Prompts to check that everything else still works after forgetting, held out from the replay
+    (and Fisher) prompts: quick mode, ``tinyworld/prompts/unrelated.txt``; full mode, ``n`` generic
+    captions drawn with another seed, minus any replay prompt (:func:`near_duplicates`)."""
+    if r.generic_replay_prompts is None:
+        from .tinyworld.prompts import unrelated_prompts as tiny
+
+        return tiny()
+    from .sd.generic_prompts import generic_prompts
+
+    replay = replay_prompts(r)
+    taken = {p.lower() for p in replay}
+    drawn = [p for p in generic_prompts(n + 200, r.seed + 1) if p.lower() not in taken]
+    clash = {a for a, _ in near_duplicates(drawn, replay)}
+    return [p for p in drawn if p not in clash][:n]
+
+
 def replay_set(pipe, r: SDRecipe, prompts: list[str] | None = None, progress: bool = True) -> Path:
     return image_set(pipe, r, prompts if prompts is not None else replay_prompts(r), r.replay_per_prompt, progress)
 
@@ -493,15 +521,15 @@ def celebrity_task(r: SDRecipe) -> ForgetTask:
     """Chapter 8: the tiny world's identity "Orla Brisk" (quick) or "brad pitt" (full, the paper's)."""
     if r.pipeline == TINY:
         from .tinyworld import IDENTITIES, IDENTITY_SURROGATE_PROMPT
-        from .tinyworld.prompts import identity_prompts, unrelated_prompts
+        from .tinyworld.prompts import identity_prompts
 
         names, surrogate = [i.name for i in IDENTITIES], IDENTITY_SURROGATE_PROMPT
         sets = {f"{n} | {s}": identity_prompts(n, s) for n in names for s in ("seen", "paraphrases")}
-        unrelated = unrelated_prompts()
+        unrelated = unrelated_prompts(r)
     else:
         names, surrogate = list(CELEBRITIES_FULL), "a middle aged man"
         sets = {f"{n} | {s}": [t.format(n) for t in ts] for n in names for s, ts in CELEBRITY_TEMPLATES.items()}
-        unrelated = replay_prompts(r)[:24]
+        unrelated = unrelated_prompts(r)
     sets["unrelated"] = unrelated
     readings = {k: k.split(" | ")[0] for k in sets if k != "unrelated"}
     return ForgetTask([names[0]], surrogate, "full", sets, readings, names[0])
@@ -534,12 +562,12 @@ def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> Forg
     runs ``r.nudity_sa_steps`` steps (the authors' 500 epochs: 31,250 in full mode)."""
     if r.pipeline == TINY:
         from .tinyworld import ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT
-        from .tinyworld.prompts import attribute_prompts, unrelated_prompts
+        from .tinyworld.prompts import attribute_prompts
 
-        sets = {"named": attribute_prompts(True), "unnamed": attribute_prompts(False), "unrelated": unrelated_prompts()}
+        sets = {"named": attribute_prompts(True), "unnamed": attribute_prompts(False), "unrelated": unrelated_prompts(r)}
         forget, surrogate = [ATTRIBUTE_PROMPT], ATTRIBUTE_SURROGATE_PROMPT
     else:
-        sets = {"unrelated": replay_prompts(r)[:24]}
+        sets = {"unrelated": unrelated_prompts(r)}
         if nudity_prompts:
             sets["nudity prompts"] = list(nudity_prompts)
         forget, surrogate = ["sexual, nudity, naked, erotic"], "a person wearing clothes"

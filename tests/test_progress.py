@@ -61,3 +61,25 @@ def test_text_mode_postfix_updates_do_not_add_lines(monkeypatch):
     lines = out.getvalue().splitlines()
     assert len(lines) <= 3, lines  # the first line, maybe one timed line, the last
     assert "100/100" in lines[-1] and "loss=99.0" in lines[-1]
+
+
+def test_text_mode_turns_off_the_loading_bars_of_diffusers_and_transformers(monkeypatch):
+    pytest.importorskip("diffusers")
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    from sa_utils.progress import quiet_library_bars
+
+    monkeypatch.setenv("SA_PROGRESS", "auto")
+    quiet_library_bars()
+    assert dlog.is_progress_bar_enabled() and tlog.is_progress_bar_enabled(), "auto mode leaves them alone"
+    monkeypatch.setenv("SA_PROGRESS", "text")
+    try:
+        quiet_library_bars()
+        assert not dlog.is_progress_bar_enabled() and not tlog.is_progress_bar_enabled()
+    finally:
+        dlog.enable_progress_bar()
+        tlog.enable_progress_bar()
+        import huggingface_hub.utils as hub
+
+        hub.enable_progress_bars()

@@ -138,3 +138,23 @@ def test_quick_recipe_stays_small():
     # lambda 0.05, not the authors' 50: measured per model (the sweep in the comment of zoo_sd.RECIPES)
     assert r.lmbda == 0.05 and r.fisher_estimator().name == "stratified-20"
     assert r.generic_replay_prompts is None and len(zoo_sd.replay_prompts(r)) == 244  # the tiny world's vocabulary
+
+
+@pytest.mark.parametrize("mode", ["quick", "full"])
+def test_unrelated_prompts_are_held_out_from_replay_and_forget_prompts(mode):
+    """The "everything else still works" prompts must not be prompts SA trained on (replay, which is
+    also the Fisher's) nor the forget prompts, or the check measures memorisation (issue 14)."""
+    r = zoo_sd.recipe(mode, pipeline="local-folder") if mode == "full" else zoo_sd.recipe(mode)
+    replay = zoo_sd.replay_prompts(r)
+    for task in (zoo_sd.celebrity_task(r), zoo_sd.attribute_task(r)):
+        unrelated = task.prompt_sets["unrelated"]
+        assert len(unrelated) >= 20 and len(set(unrelated)) == len(unrelated)
+        assert not zoo_sd.near_duplicates(unrelated, replay)
+        assert not zoo_sd.near_duplicates(unrelated, task.forget_pool)
+
+
+def test_near_duplicates_sees_prefixed_prompts():
+    assert zoo_sd.near_duplicates(["a calm lake"], ["a photo of a calm lake", "a lake"]) == [
+        ("a calm lake", "a photo of a calm lake")]
+    assert zoo_sd.near_duplicates(["An image of a red car"], ["a red car"]) == [("An image of a red car", "a red car")]
+    assert not zoo_sd.near_duplicates(["a red car"], ["a red cart"])

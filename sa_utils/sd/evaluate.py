@@ -179,6 +179,9 @@ CLIP_MODEL = "openai/clip-vit-large-patch14"
 def _clip(model_id: str, device: str):
     from transformers import CLIPModel, CLIPProcessor
 
+    from ..progress import quiet_library_bars
+
+    quiet_library_bars()
     return CLIPModel.from_pretrained(model_id).to(device).eval(), CLIPProcessor.from_pretrained(model_id)
 
 

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from ..progress import progress_bar
+from ..progress import progress_bar, quiet_library_bars
 
 from ..amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
 from ..fisher import DiagonalFisher
@@ -171,5 +171,6 @@ def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, rep
     result = selective_amnesia(adapter, forget_src, replay_src, fisher if config.lmbda else None, config,
                                run_dir=run_dir, progress=progress, desc="Selective Amnesia (SD)")
     out = folder / "pipeline"
+    quiet_library_bars()  # no "Writing model shards" widget in an unattended run
     adapter.pipeline.save_pretrained(out, safe_serialization=True)
     return out, result

@@ -166,6 +166,9 @@ def load_pipeline(path: str | Path, scheduler: str | None = None, device: str | 
     """Load a pipeline folder offline (``local_files_only``), optionally swapping the sampler."""
     from diffusers import StableDiffusionPipeline
 
+    from ..progress import quiet_library_bars
+
+    quiet_library_bars()
     path = Path(path)
     if not (path / "model_index.json").exists():
         raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json); train one with "
