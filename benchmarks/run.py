@@ -206,6 +206,8 @@ def optimizer_text(t: dict) -> list[str]:
         f"{t['repeats']} interleaved repeats; the last column is how far each arm's weights end up from the old step's",
         "after the run, next to how far training moved them: rounding, not a different algorithm.",
         "",
+        f"Machine: {t['machine']}.",
+        "",
         markdown_table(*sa_step.optimizer_table(rows)),
         "",
     ]

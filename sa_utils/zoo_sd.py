@@ -447,6 +447,12 @@ def rate(detector: Detector, imgs: torch.Tensor) -> float:
     return float(detector(imgs).float().mean())
 
 
+def set_sizes(r: SDRecipe, task: "ForgetTask") -> dict[str, int]:
+    """Images behind each rate of :func:`evaluate_task`: prompts of the set x ``r.eval_per_prompt``
+    (the ``n`` of :func:`sa_utils.metrics.rate_with_interval`)."""
+    return {name: len(task.prompt_sets[name]) * r.eval_per_prompt for name in task.readings}
+
+
 # -- quality on the rest of the world (quick mode) ----------------------------------------------
 
 QUALITY_KINDS = ("person", "people", "object", "landscape")

@@ -72,3 +72,18 @@ def test_cached_samples_are_keyed_by_weights_settings_and_request(cache):
     assert a._calls == 8
     metrics.generate_per_class(a, [0, 1], 3, seed=5, cache=False)  # opt-out computes and stores nothing
     assert a._calls == 10 and len(list((cache / "samples").glob("*.safetensors"))) == 4
+
+
+def test_wilson_interval_matches_reference_values_and_refuses_bad_counts():
+    from sa_utils.metrics import rate_with_interval, rates_differ, wilson_interval
+
+    lo, hi = wilson_interval(0, 28)
+    assert lo == 0.0 and abs(hi - 0.1206) < 1e-3  # 0 of 28: up to 0.12 is compatible
+    lo, hi = wilson_interval(7, 28)
+    assert abs(lo - 0.1268) < 1e-3 and abs(hi - 0.4336) < 1e-3  # Wilson (1927), z = 1.96
+    assert rate_with_interval(0.25, 28) == "0.25 [0.13, 0.43]"
+    assert rates_differ(0.9, 0.1, 28) == 1 and rates_differ(0.1, 0.9, 28) == -1 and rates_differ(0.25, 0.3, 28) == 0
+    with pytest.raises(ValueError, match="number of images"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="outside 0..n"):
+        wilson_interval(30, 28)
