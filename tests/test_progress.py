@@ -66,20 +66,21 @@ def test_text_mode_postfix_updates_do_not_add_lines(monkeypatch):
 def test_text_mode_turns_off_the_loading_bars_of_diffusers_and_transformers(monkeypatch):
     pytest.importorskip("diffusers")
     import diffusers.utils.logging as dlog
+    import huggingface_hub.utils as hub
     import transformers.utils.logging as tlog
 
     from sa_utils.progress import quiet_library_bars
 
     monkeypatch.setenv("SA_PROGRESS", "auto")
-    quiet_library_bars()
-    assert dlog.is_progress_bar_enabled() and tlog.is_progress_bar_enabled(), "auto mode leaves them alone"
-    monkeypatch.setenv("SA_PROGRESS", "text")
     try:
+        dlog.enable_progress_bar()  # an earlier test's text-mode load may have turned them off
+        tlog.enable_progress_bar()
+        quiet_library_bars()
+        assert dlog.is_progress_bar_enabled() and tlog.is_progress_bar_enabled(), "auto mode leaves them alone"
+        monkeypatch.setenv("SA_PROGRESS", "text")
         quiet_library_bars()
         assert not dlog.is_progress_bar_enabled() and not tlog.is_progress_bar_enabled()
     finally:
         dlog.enable_progress_bar()
         tlog.enable_progress_bar()
-        import huggingface_hub.utils as hub
-
         hub.enable_progress_bars()

@@ -132,12 +132,18 @@ def execute(notebook: Path, mode: str, kernel: str = "python3") -> float:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(notebook, target)  # start from the output-free source
     digest = source_digest(notebook, mode)
-    # nobody watches an unattended run: text progress, not widgets frozen into the saved notebook
-    os.environ.setdefault("SA_PROGRESS", "text")  # the kernel inherits it (sa_utils/progress.py)
+    # nobody watches an unattended run: text progress, not widgets frozen into the saved notebook.
+    # The kernel inherits the environment (sa_utils/progress.py); this process gets its own back.
+    before = os.environ.get("SA_PROGRESS")
+    os.environ["SA_PROGRESS"] = before or "text"
     start = time.perf_counter()
-    pm.execute_notebook(str(target), str(target), parameters={"MODE": mode}, kernel_name=kernel,
-                        cwd=str(target.parent), progress_bar=False, log_output=False,
-                        extra_arguments=KERNEL_ARGS)
+    try:
+        pm.execute_notebook(str(target), str(target), parameters={"MODE": mode}, kernel_name=kernel,
+                            cwd=str(target.parent), progress_bar=False, log_output=False,
+                            extra_arguments=KERNEL_ARGS)
+    finally:
+        if before is None:
+            del os.environ["SA_PROGRESS"]
     seconds = time.perf_counter() - start
     nb = json.loads(target.read_text())
     nb.setdefault("metadata", {})["sa_book"] = {"digest": digest, "mode": mode, "complete": True,
