@@ -70,11 +70,11 @@ def finetune_static_gib(n_params: int) -> float:
 def finetune_steps(adapter, forget: list, replay: list, steps: int, lr: float = 1e-4, fused: bool = True) -> None:
     """The baseline SA is measured against: plain Adam steps on the same forget and replay
     batches, with the same noise draws, and no EWC (and the same Adam kernel as ``SAConfig(fused=)``)."""
-    from .amnesia import _fusable
+    from .amnesia import adam_options
     from .runtime import step_generator
 
     params = list(adapter.trainable_parameters().values())
-    opt = torch.optim.Adam(params, lr=lr, **({"fused": True} if fused and _fusable(params) else {}))
+    opt = torch.optim.Adam(params, lr=lr, **adam_options(params, fused))
     adapter.model.train()
     for step in range(steps):
         g = step_generator(104729, step)

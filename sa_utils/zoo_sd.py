@@ -281,10 +281,8 @@ def unrelated_prompts(r: SDRecipe, n: int = 24) -> list[str]:
         return tiny()
     from .sd.generic_prompts import generic_prompts
 
-    replay = replay_prompts(r)
-    taken = {p.lower() for p in replay}
-    drawn = [p for p in generic_prompts(n + 200, r.seed + 1) if p.lower() not in taken]
-    clash = {a for a, _ in near_duplicates(drawn, replay)}
+    drawn = generic_prompts(n + 200, r.seed + 1)
+    clash = {a for a, _ in near_duplicates(drawn, replay_prompts(r))}  # equal ones included
     return [p for p in drawn if p not in clash][:n]
 
 
