@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from sa_utils.memory import PeakTensorMemory  # noqa: F401  (the benchmarks' memory meter lives in the library)
+from sa_utils.eval.memory import PeakTensorMemory  # noqa: F401  (the benchmarks' memory meter lives in the library)
 
 
 def timed(fn: Callable[[], Any], repeats: int = 1) -> tuple[float, Any]:

@@ -5,9 +5,9 @@
 Both columns compute the same quantity on the same samples with the same noise:
 * the authors' algorithm (``ddpm/runners/diffusion.py`` ``save_fim``): one forward and backward
   pass per timestep, gradients added over ``t`` and squared
-  (:func:`sa_utils.fisher.sq_grad_sum_timestep_loop`);
+  (:func:`sa_utils.core.fisher.sq_grad_sum_timestep_loop`);
 * the project's batched version: the noised copies of a sample in chunks of 125, one backward
-  pass per chunk (:func:`sa_utils.fisher.sq_grad_sum_timesteps`).
+  pass per chunk (:func:`sa_utils.core.fisher.sq_grad_sum_timesteps`).
 Printed: seconds per sample for each, the ratio, and the largest disagreement (per tensor,
 relative to its largest entry, floored at 1e-6 of the model's largest entry).
 """
@@ -19,7 +19,7 @@ import warnings
 import torch
 from common import device, machine, print_table, timed
 
-from sa_utils.fisher import TimestepSum, diagonal_fisher
+from sa_utils.core.fisher import TimestepSum, diagonal_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 MODELS = ("ddpm", "sd")

@@ -37,12 +37,13 @@ def run(mode: str = "full") -> dict:
 
 
 def _pipeline(mode: str) -> dict:
-    from sa_utils import metrics, zoo
+    from sa_utils.eval import metrics
+    from sa_utils.recipes import mnist_vae
 
     if mode == "smoke":
-        r = zoo.recipe("quick", cvae_epochs=1, classifier_epochs=1, fisher_samples=1000, sa_steps=20, eval_per_class=20)
+        r = mnist_vae.recipe("quick", cvae_epochs=1, classifier_epochs=1, fisher_samples=1000, sa_steps=20, eval_per_class=20)
     else:
-        r = zoo.recipe(mode)
+        r = mnist_vae.recipe(mode)
     seconds, start = {}, time.perf_counter()
 
     def lap(name, fn):
@@ -51,12 +52,12 @@ def _pipeline(mode: str) -> dict:
         seconds[name] = time.perf_counter() - t
         return out
 
-    base = lap("train CVAE", lambda: zoo.pretrained_cvae(r))
-    clf = lap("train classifier", lambda: zoo.pretrained_classifier(r))
-    fisher = lap("Fisher", lambda: zoo.mnist_fisher(base, r))
-    student, _ = lap("SA", lambda: zoo.forget_digits(base, r, 0, fisher=fisher))
+    base = lap("train CVAE", lambda: mnist_vae.pretrained_cvae(r))
+    clf = lap("train classifier", lambda: mnist_vae.pretrained_classifier(r))
+    fisher = lap("Fisher", lambda: mnist_vae.mnist_fisher(base, r))
+    student, _ = lap("SA", lambda: mnist_vae.forget_digits(base, r, 0, fisher=fisher))
     result = lap("evaluation", lambda: metrics.evaluate_forgetting(student, clf, 0, n_per_class=r.eval_per_class,
-                                                                    real=zoo.mnist(False), progress=True))
+                                                                    real=mnist_vae.mnist(False), progress=True))
     return {"mode": mode, "seconds": seconds, "total_s": time.perf_counter() - start,
             "settings": {"cvae_epochs": r.cvae_epochs, "classifier_epochs": r.classifier_epochs,
                          "fisher_samples": r.fisher_samples, "sa_steps": r.sa_steps, "sa_batch": r.sa_batch,

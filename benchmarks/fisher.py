@@ -19,7 +19,7 @@ import warnings
 import torch
 from common import device, machine, print_table, timed
 
-from sa_utils.fisher import diagonal_fisher
+from sa_utils.core.fisher import diagonal_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
@@ -36,7 +36,7 @@ def build(model: str, dev: torch.device, n: int, seed: int = 0):
     if model == "cvae":
         from sa_utils.adapters import VAEAdapter
         from sa_utils.models import CVAE
-        from sa_utils.replay import model_samples
+        from sa_utils.core.replay import model_samples
 
         adapter = VAEAdapter(CVAE().to(dev).eval())
         return adapter, list(model_samples(adapter, range(10), n, 500, seed=seed))
@@ -57,7 +57,7 @@ def build(model: str, dev: torch.device, n: int, seed: int = 0):
 def tiny_sd_adapter(dev: torch.device, seed: int = 0):
     """The book's tiny Stable Diffusion pipeline with random weights, all UNet weights trainable."""
     from sa_utils.adapters.sd import StableDiffusionAdapter
-    from sa_utils.tinyworld.pipeline import build_pipeline
+    from tinyworld.pipeline import build_pipeline
 
     return StableDiffusionAdapter(build_pipeline(seed=seed).to(dev), "full")
 

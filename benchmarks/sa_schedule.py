@@ -34,17 +34,18 @@ METRICS = ("entropy_forget", "p_forget", "acc_remember", "fd_remember")
 
 
 def run(steps=(1500, 750), seeds=(0, 1)) -> list[dict]:
-    from sa_utils import metrics, zoo
+    from sa_utils.eval import metrics
+    from sa_utils.recipes import mnist_vae
 
     rows = []
     for k in steps:
         # exactly the run chapter 5's ablation makes with a short schedule of k steps (and finds in the cache)
-        r = zoo.recipe("quick", short_steps=int(k))
-        base = zoo.pretrained_cvae(r, progress=False)
-        clf = zoo.pretrained_classifier(r, progress=False)
-        real = zoo.mnist(False)
+        r = mnist_vae.recipe("quick", short_steps=int(k))
+        base = mnist_vae.pretrained_cvae(r, progress=False)
+        clf = mnist_vae.pretrained_classifier(r, progress=False)
+        real = mnist_vae.mnist(False)
         for arm, kw in ARMS.items():
-            model, _ = zoo.forget_digits(base, r, 0, progress=True, schedule="short", **kw)
+            model, _ = mnist_vae.forget_digits(base, r, 0, progress=True, schedule="short", **kw)
             for seed in seeds:
                 e = metrics.evaluate_forgetting(model, clf, forget=[0], n_per_class=r.eval_per_class, seed=seed, real=real)
                 rows.append({"steps": int(k), "arm": arm, "seed": seed,

@@ -4,13 +4,13 @@
     python benchmarks/sa_step.py --optimizers [--models cvae ddpm] [--store]   # fused Adam, joined batches
 
 Both variants train a fresh copy of the same model on the *same* forget and replay batches
-with the same loss noise and Adam. The SA step is ``sa_utils.amnesia.selective_amnesia``
+with the same loss noise and Adam. The SA step is ``sa_utils.core.amnesia.selective_amnesia``
 itself (EWC gradient, NaN guard, logging every 10 steps); the fine-tuning step is a bare
 ``zero_grad / (loss_forget + loss_replay).backward() / step`` loop. Time per step is the
 median over interleaved repeats, so both see the same machine load.
 
 Peak memory is the peak of bytes held by live tensors during the run
-(:class:`sa_utils.memory.PeakTensorMemory`): parameters, gradients, Adam state, activations and
+(:class:`sa_utils.eval.memory.PeakTensorMemory`): parameters, gradients, Adam state, activations and
 temporaries, plus the Fisher for SA, which SA needs and fine-tuning does not. Any EWC
 implementation must also hold theta*, so SA's floor is fine-tuning + 2 x parameter bytes;
 the table prints that floor next to the measured ratio.
@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from common import PeakTensorMemory, device, interleaved, machine, print_table
 
-from sa_utils.amnesia import SAConfig, selective_amnesia
-from sa_utils.fisher import DiagonalFisher
-from sa_utils.memory import finetune_steps, random_fisher
+from sa_utils.core.amnesia import SAConfig, selective_amnesia
+from sa_utils.core.fisher import DiagonalFisher
+from sa_utils.recipes.sd_memory import finetune_steps, random_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
@@ -61,7 +61,7 @@ def _tiny_sd(dev: torch.device, width: float):
     from dataclasses import replace
 
     from sa_utils.adapters.sd import StableDiffusionAdapter
-    from sa_utils.tinyworld.pipeline import TINY, build_pipeline
+    from tinyworld.pipeline import TINY, build_pipeline
 
     cfg = replace(TINY, unet_channels=tuple(max(8, int(c * width)) for c in TINY.unet_channels))
     adapter = StableDiffusionAdapter(build_pipeline(cfg, seed=0).to(dev), "full")

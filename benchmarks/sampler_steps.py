@@ -24,12 +24,13 @@ if "SA_DATA_DIR" not in os.environ and (HERE.parents[1] / "shared" / "data" / "M
 
 
 def run(steps=(25, 15, 10), per_class: int = 30, seeds=(0, 1)) -> list[dict]:
-    from sa_utils import metrics, zoo_ddpm
+    from sa_utils.eval import metrics
+    from sa_utils.recipes import mnist_ddpm
 
-    r = zoo_ddpm.recipe("quick")
-    base = zoo_ddpm.pretrained_ddpm(r, progress=False)
-    clf = zoo_ddpm.pretrained_classifier(r, progress=False)
-    real = zoo_ddpm.dataset(r.dataset, False)
+    r = mnist_ddpm.recipe("quick")
+    base = mnist_ddpm.pretrained_ddpm(r, progress=False)
+    clf = mnist_ddpm.pretrained_classifier(r, progress=False)
+    real = mnist_ddpm.dataset(r.dataset, False)
     rows = []
     for k in steps:
         base.sample_steps = int(k)

@@ -17,7 +17,7 @@ import sa_step
 import torch
 from common import device, machine, print_table, timed
 
-from sa_utils.fisher import diagonal_fisher
+from sa_utils.core.fisher import diagonal_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
@@ -49,7 +49,7 @@ def vs_params(sizes: dict) -> list[dict]:
             adapter, shape = sa_step.build(model, dev, w)
             n = sizes["fisher_n"][model]
             if model == "cvae":
-                from sa_utils.replay import model_samples
+                from sa_utils.core.replay import model_samples
 
                 batches = list(model_samples(adapter, range(10), n, 500, seed=0))
             else:

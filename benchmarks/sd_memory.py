@@ -2,7 +2,7 @@
 
     python benchmarks/sd_memory.py [--batch 2]
 
-Measured with :func:`sa_utils.memory.sd_step_memory`, which counts the bytes of live
+Measured with :func:`sa_utils.recipes.sd_memory.sd_step_memory`, which counts the bytes of live
 tensors (the same on a CPU and a GPU), on the tiny UNet of Part III and on SD v1.4's UNet layout at reduced widths, with
 the SA routine itself (``train_method full``). SD v1.4's own UNet is too large for this
 machine; for it the table gives the exact sizes of the buffers SA adds (theta* and F, in
@@ -16,15 +16,18 @@ import warnings
 import torch
 from common import markdown_table
 
-from sa_utils.memory import sa_buffer_gib, sd_step_memory
+from sa_utils.eval.memory import sa_buffer_gib
+from sa_utils.recipes.sd_memory import sd_step_memory
 
 
 def measure(name: str, unet_config: dict | None, batch: int, steps: int = 2) -> dict:
-    return {"model": name, **sd_step_memory(unet_config, batch, steps)}
+    from tinyworld.pipeline import build_pipeline
+
+    return {"model": name, **sd_step_memory(build_pipeline, unet_config, batch, steps)}
 
 
 def main() -> None:
-    from sa_utils.tinyworld.pipeline import build_unet_from_config, sd14_unet_config, sd_small_unet_config
+    from sa_utils.models.sd_configs import build_unet_from_config, sd14_unet_config, sd_small_unet_config
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=2, help="forget and replay images per step (each)")

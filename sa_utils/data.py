@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torchvision import datasets
 
-from .runtime import data_dir
+from sa_utils.runtime import data_dir
 
 _RAW_FILES = (
     "train-images-idx3-ubyte",
@@ -62,40 +62,3 @@ def load_cifar10(train: bool = True, root: str | Path | None = None, download: b
         ) from err
     images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     return images, torch.tensor(ds.targets, dtype=torch.long)
-
-class TensorBatches:
-    """Endless shuffled mini-batches of ``(x, y)`` tensors, one epoch after another."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0):
-        if len(x) != len(y):
-            raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def epoch(self):
-        perm = torch.randperm(len(self.x), generator=self.generator)
-        for i in range(0, len(perm), self.batch_size):
-            idx = perm[i : i + self.batch_size]
-            yield self.x[idx], self.y[idx]
-
-    def __len__(self) -> int:
-        return (len(self.x) + self.batch_size - 1) // self.batch_size
-
-
-class DataSource:
-    """Batches ``{x, c}`` of real data for :func:`sa_utils.amnesia.selective_amnesia`.
-
-    Used where the new objective is ordinary fine-tuning (chapters 3 and 4), not a
-    surrogate. ``source(step)`` depends only on ``step`` (resumable, reproducible).
-    """
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"):
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")
-        self.x, self.y, self.batch_size, self.seed, self.device = x, y, batch_size, seed, torch.device(device)
-
-    def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        from .runtime import step_generator
-
-        idx = torch.randint(len(self.x), (self.batch_size,), generator=step_generator(self.seed + 31, step))
-        return {"x": self.x[idx].to(self.device), "c": self.y[idx].to(self.device)}

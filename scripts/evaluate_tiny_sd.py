@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sa_utils.tinyworld.detectors import pretrained_detector  # noqa: E402
-from sa_utils.tinyworld.pipeline import load_pipeline  # noqa: E402
-from sa_utils.tinyworld.scoring import format_report, score_pipeline  # noqa: E402
+from tinyworld.detectors import pretrained_detector  # noqa: E402
+from tinyworld.pipeline import load_pipeline  # noqa: E402
+from tinyworld.scoring import format_report, score_pipeline  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,12 +1,12 @@
-"""Make the shipped MNIST files of Parts I and II in the cache and ship them in sa_utils/weights.
+"""Make the shipped MNIST files of Parts I and II in the cache and ship them in sa_utils/storage/weights.
 
     python scripts/ship_mnist.py classifier --mode quick   # evaluation classifier, 2 epochs: ~20 s on 2 cores
     python scripts/ship_mnist.py cvae --mode quick         # theta*, the CVAE, 10 epochs: ~3 min on 2 cores
     python scripts/ship_mnist.py ddpm-pool --mode quick    # chapter 7's 550 guided samples of theta*: ~75 s
 
-Each file is made by the same ``zoo`` / ``zoo_ddpm`` function a chapter calls when nothing is
-shipped (``zoo.pretrained_classifier``, ``zoo.pretrained_cvae(train=True)``,
-``zoo_ddpm.model_pool(draw=True)``), then copied to ``sa_utils/weights`` and recorded in the
+Each file is made by the same ``mnist_vae`` / ``mnist_ddpm`` function a chapter calls when nothing is
+shipped (``mnist_vae.pretrained_classifier``, ``mnist_vae.pretrained_cvae(train=True)``,
+``mnist_ddpm.model_pool(draw=True)``), then copied to ``sa_utils/storage/weights`` and recorded in the
 manifest with its sha256, this command and its settings. Training and sampling are deterministic
 on a CPU, so rerunning a command rebuilds the same tensors (the sha256 may differ only in stored
 training-loss floats of another torch build). The file names are digests of their settings (the
@@ -17,24 +17,25 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from sa_utils import shipped, zoo, zoo_ddpm
+from sa_utils.storage import shipped
+from sa_utils.recipes import mnist_ddpm, mnist_vae
 
 
 def classifier(mode: str):
-    r = zoo.recipe(mode)
-    return zoo.classifier_name(r), lambda: zoo.pretrained_classifier(r), zoo.classifier_settings(r), zoo._mnist_dir()
+    r = mnist_vae.recipe(mode)
+    return mnist_vae.classifier_name(r), lambda: mnist_vae.pretrained_classifier(r), mnist_vae.classifier_settings(r), mnist_vae._mnist_dir()
 
 
 def cvae(mode: str):
-    r = zoo.recipe(mode)
-    return zoo.cvae_name(r), lambda: zoo.pretrained_cvae(r, train=True), zoo.cvae_settings(r), zoo._mnist_dir()
+    r = mnist_vae.recipe(mode)
+    return mnist_vae.cvae_name(r), lambda: mnist_vae.pretrained_cvae(r, train=True), mnist_vae.cvae_settings(r), mnist_vae._mnist_dir()
 
 
 def ddpm_pool(mode: str):
-    r = zoo_ddpm.recipe(mode)
-    base = zoo_ddpm.pretrained_ddpm(r)
-    return (zoo_ddpm.pool_name(base, r), lambda: zoo_ddpm.model_pool(base, r, draw=True),
-            zoo_ddpm.pool_settings(base, r), zoo_ddpm._dir(r))
+    r = mnist_ddpm.recipe(mode)
+    base = mnist_ddpm.pretrained_ddpm(r)
+    return (mnist_ddpm.pool_name(base, r), lambda: mnist_ddpm.model_pool(base, r, draw=True),
+            mnist_ddpm.pool_settings(base, r), mnist_ddpm._dir(r))
 
 
 MODELS = {"classifier": classifier, "cvae": cvae, "ddpm-pool": ddpm_pool}

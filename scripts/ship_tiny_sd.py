@@ -1,4 +1,4 @@
-"""Ship a trained tiny pipeline with the package: copy it to sa_utils/weights/tiny-sd and list
+"""Ship a trained tiny pipeline with the package: copy it to tinyworld/weights/tiny-sd and list
 every file (sha256, size, the command that trained it, its settings) in MANIFEST.json.
 
     python scripts/ship_tiny_sd.py --pipeline _build/tiny-sd \
@@ -8,14 +8,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sa_utils.tinyworld.pipeline import ship_pipeline  # noqa: E402
+from tinyworld.pipeline import SHIPPED  # noqa: E402
+from tinyworld.shipped import shelf  # noqa: E402
+
+
+def ship_pipeline(folder: str | Path, command: str, settings: dict[str, Any], to=None) -> Path:
+    """Copy a saved pipeline's files onto the tiny world's shelf (``to``, default
+    :func:`tinyworld.shipped.shelf`) and list each in its manifest."""
+    s = to or shelf()
+    src, dst = Path(folder), s.folder / SHIPPED
+    if not (src / "model_index.json").exists():
+        raise FileNotFoundError(f"{src} is not a diffusers pipeline folder (no model_index.json)")
+    shutil.rmtree(dst, ignore_errors=True)
+    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.relative_to(src).parts[0].startswith("checkpoint-")
+             and p.suffix in (".json", ".safetensors", ".txt") and p.name not in ("logs.jsonl", "training_args.json")]
+    for p in files:
+        out = dst / p.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, out)
+        s.record(f"{SHIPPED}/{p.relative_to(src).as_posix()}", command, settings)
+    return dst
 
 
 def main(argv=None) -> int:

@@ -39,14 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # running from a clone without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from sa_utils.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors  # noqa: E402
+from sa_utils.storage.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors  # noqa: E402
 from sa_utils.runtime import step_generator  # noqa: E402
-from sa_utils.tinyworld import TRAIN_SEED, TinyWorld  # noqa: E402
-from sa_utils.tinyworld.objectives import latent_scaling_factor, noise_prediction_loss, tokenize, vae_loss  # noqa: E402
-from sa_utils.tinyworld.pipeline import (TinySDConfig, assemble_pipeline, build_text_encoder, build_unet,  # noqa: E402
-                                         build_vae, count_parameters, generate, sampling_scheduler,
+from tinyworld import TRAIN_SEED, TinyWorld  # noqa: E402
+from tinyworld.objectives import latent_scaling_factor, noise_prediction_loss, tokenize, vae_loss  # noqa: E402
+from sa_utils.models.sd_configs import count_parameters  # noqa: E402
+from tinyworld.pipeline import (TinySDConfig, assemble_pipeline, build_text_encoder, build_unet,  # noqa: E402
+                                         build_vae, generate, sampling_scheduler,
                                          training_scheduler)
-from sa_utils.tinyworld.tokenizer import clip_tokenizer  # noqa: E402
+from tinyworld.tokenizer import clip_tokenizer  # noqa: E402
 
 CHECKPOINT_FILE = "state.safetensors"
 
@@ -61,7 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num_train_images", type=int, default=50_000,
                    help="Size of the training set: images 0..N-1 of the world made from --world_seed.")
     p.add_argument("--model_config", type=str, default="{}",
-                   help="JSON overrides of sa_utils.tinyworld.pipeline.TinySDConfig, e.g. "
+                   help="JSON overrides of tinyworld.pipeline.TinySDConfig, e.g. "
                         "'{\"unet_channels\": [64, 128], \"max_length\": 32}'. Must agree with a checkpoint you resume.")
     p.add_argument("--train_batch_size", type=int, default=32, help="Images per step and per process.")
     p.add_argument("--gradient_accumulation_steps", type=int, default=1,
@@ -147,7 +148,7 @@ def prune_checkpoints(output_dir: Path, keep: int) -> None:
 def save_grid(images: torch.Tensor, path: Path, ncol: int) -> None:
     from PIL import Image
 
-    from sa_utils.tinyworld.scenes import to_uint8
+    from tinyworld.scenes import to_uint8
 
     arr = to_uint8(images)
     n, h, w, _ = arr.shape
@@ -358,8 +359,8 @@ class Trainer:
             images = generate(pipe, [p for p in prompts for _ in range(4)], seed=0, steps=20)
             save_grid(images, self.out / "samples" / f"step-{step:06d}.png", ncol=4 * 2)
         if self.args.validation_detectors:
-            from sa_utils.tinyworld.detectors import pretrained_detector
-            from sa_utils.tinyworld.scoring import score_pipeline
+            from tinyworld.detectors import pretrained_detector
+            from tinyworld.scoring import score_pipeline
 
             report = score_pipeline(pipe, pretrained_detector("identity"), pretrained_detector("attribute"),
                                     images_per_prompt=2, identity_sections=("seen",))

@@ -12,7 +12,7 @@ os.environ.setdefault("SA_DATA_DIR", str((ROOT / ".." / "shared" / "data").resol
 
 from sa_utils.adapters import VAEAdapter  # noqa: E402
 from sa_utils.models import CVAE, CVAEConfig  # noqa: E402
-from sa_utils.replay import model_samples  # noqa: E402
+from sa_utils.core.replay import model_samples  # noqa: E402
 
 TINY = CVAEConfig(h_dims=(32, 16), z_dim=4)
 

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from sa_utils.adapters import VAEAdapter
-from sa_utils.amnesia import CHECKPOINT, FINAL, NonFiniteLossError, SAConfig, selective_amnesia
-from sa_utils.checkpoint import CheckpointError, load_model
-from sa_utils.fisher import diagonal_fisher
-from sa_utils.replay import ReplaySource, frozen_copy
-from sa_utils.surrogates import ForgetSource, constant_image, other_class, uniform_noise
+from sa_utils.core.amnesia import CHECKPOINT, FINAL, NonFiniteLossError, SAConfig, selective_amnesia
+from sa_utils.storage.checkpoint import CheckpointError, load_model
+from sa_utils.core.fisher import diagonal_fisher
+from sa_utils.core.sources import ReplaySource
+from sa_utils.core.replay import frozen_copy
+from sa_utils.core.sources import ForgetSource
+from sa_utils.core.surrogates import constant_image, other_class, uniform_noise
 
 
 def _parts(adapter, batches, **cfg):
@@ -155,10 +157,11 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import TINY
 from sa_utils.adapters import VAEAdapter
-from sa_utils.amnesia import SAConfig, selective_amnesia
-from sa_utils.checkpoint import weights_digest
+from sa_utils.core.amnesia import SAConfig, selective_amnesia
+from sa_utils.storage.checkpoint import weights_digest
 from sa_utils.models import CVAE
-from sa_utils.surrogates import ForgetSource, uniform_noise
+from sa_utils.core.sources import ForgetSource
+from sa_utils.core.surrogates import uniform_noise
 torch.manual_seed(0)
 a = VAEAdapter(CVAE(TINY))
 res = selective_amnesia(a, ForgetSource(uniform_noise(), 0, 8), None, None,
@@ -204,7 +207,7 @@ def test_a_wrong_batch_source_is_refused_before_the_first_update(tiny_vae, tiny_
 
 
 def test_the_fisher_and_the_classifier_refuse_wrong_images(tiny_vae, tiny_batches):
-    from sa_utils import metrics
+    from sa_utils.eval import metrics
     from sa_utils.models import MNISTClassifier
 
     bad = [{**tiny_batches[0], "x": tiny_batches[0]["x"] * 2 - 1}]

@@ -42,16 +42,22 @@ def test_the_digest_follows_the_library_and_the_chapter(tmp_path, monkeypatch):
     for rel in (src.relative_to(ROOT), Path("tools") / "book.py", Path("pyproject.toml")):
         (fake_root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, fake_root / rel)
-    shutil.copytree(ROOT / "sa_utils", fake_root / "sa_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in book.PACKAGES:
+        shutil.copytree(ROOT / package, fake_root / package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(book, "ROOT", fake_root)
     monkeypatch.setattr(book, "__file__", str(fake_root / "tools" / "book.py"))
     copy = fake_root / src.relative_to(ROOT)
     assert book.source_digest(copy, "quick") == before  # same bytes, same digest
-    (fake_root / "sa_utils" / "metrics.py").write_text((fake_root / "sa_utils" / "metrics.py").read_text() + "\n# edit\n")
+    metrics = fake_root / "sa_utils" / "eval" / "metrics.py"
+    metrics.write_text(metrics.read_text() + "\n# edit\n")
     after_lib = book.source_digest(copy, "quick")
     assert after_lib != before
+    world = fake_root / "tinyworld" / "scenes.py"
+    world.write_text(world.read_text() + "\n# edit\n")
+    after_world = book.source_digest(copy, "quick")
+    assert after_world not in (before, after_lib)
     copy.write_text(copy.read_text().replace("MODE", "MODE ", 1))
-    assert book.source_digest(copy, "quick") not in (before, after_lib)
+    assert book.source_digest(copy, "quick") not in (before, after_lib, after_world)
 
 
 def test_jobs_setting_is_checked(monkeypatch):

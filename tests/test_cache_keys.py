@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 
 from conftest import TINY
-from sa_utils import zoo
+from sa_utils.recipes import mnist_vae
 from sa_utils.adapters import VAEAdapter
-from sa_utils.checkpoint import tensors_digest, weights_digest
+from sa_utils.storage.checkpoint import tensors_digest, weights_digest
 from sa_utils.models import CVAE
 
 
@@ -31,18 +31,18 @@ def test_weights_digest_sees_one_changed_weight_and_buffers():
 
 
 def test_a_foreign_base_model_gets_its_own_fisher_and_run(cache):
-    r = zoo.recipe("quick", fisher_samples=40, fisher_batch=20, sa_batch=8, sa_steps=3)
+    r = mnist_vae.recipe("quick", fisher_samples=40, fisher_batch=20, sa_batch=8, sa_steps=3)
     mine, foreign = _cvae(0), _cvae(1)
-    f_mine, f_foreign = zoo.mnist_fisher(mine, r, progress=False), zoo.mnist_fisher(foreign, r, progress=False)
+    f_mine, f_foreign = mnist_vae.mnist_fisher(mine, r, progress=False), mnist_vae.mnist_fisher(foreign, r, progress=False)
     assert not all(torch.equal(f_mine.values[k], f_foreign.values[k]) for k in f_mine.values)
     assert len(list((cache / "mnist").glob("fisher-*.safetensors"))) == 2
-    a, ra = zoo.forget_digits(mine, r, 0, progress=False)
-    b, rb = zoo.forget_digits(foreign, r, 0, progress=False)
+    a, ra = mnist_vae.forget_digits(mine, r, 0, progress=False)
+    b, rb = mnist_vae.forget_digits(foreign, r, 0, progress=False)
     assert ra.resumed_from == 0 and rb.resumed_from == 0  # the second run was trained, not loaded
     assert not torch.equal(next(a.model.parameters()), next(b.model.parameters()))
-    again, r2 = zoo.forget_digits(mine, r, 0, progress=False)  # the same model finds its own run
+    again, r2 = mnist_vae.forget_digits(mine, r, 0, progress=False)  # the same model finds its own run
     assert r2.resumed_from == 3
     assert all(torch.equal(x, y) for x, y in zip(again.model.parameters(), a.model.parameters()))
     # and a Fisher handed in explicitly is part of the key too
-    _, r3 = zoo.forget_digits(mine, r, 0, fisher=f_foreign, progress=False)
+    _, r3 = mnist_vae.forget_digits(mine, r, 0, fisher=f_foreign, progress=False)
     assert r3.resumed_from == 0

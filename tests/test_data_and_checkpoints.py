@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from conftest import mnist_available
-from sa_utils.checkpoint import CheckpointError, load_model, optimizer_from_tensors, optimizer_to_tensors, save_model
-from sa_utils.data import DataNotFoundError, DataSource, load_mnist
+from sa_utils.storage.checkpoint import CheckpointError, load_model, optimizer_from_tensors, optimizer_to_tensors, save_model
+from sa_utils.data import DataNotFoundError, load_mnist
+from sa_utils.core.sources import DataSource
 from sa_utils.models import CVAE
 from sa_utils.runtime import resolve_mode
 

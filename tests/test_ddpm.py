@@ -7,15 +7,16 @@ import warnings
 import pytest
 import torch
 
-from sa_utils import zoo_ddpm
+from sa_utils.recipes import mnist_ddpm
 from sa_utils.adapters.ddpm import DDPMAdapter
-from sa_utils.amnesia import SAConfig, selective_amnesia
-from sa_utils.checkpoint import CheckpointError
-from sa_utils.data import DataSource
-from sa_utils.fisher import diagonal_fisher, sq_grad_sum_loop, sq_grad_sum_vmap
+from sa_utils.core.amnesia import SAConfig, selective_amnesia
+from sa_utils.storage.checkpoint import CheckpointError
+from sa_utils.core.sources import DataSource
+from sa_utils.core.fisher import diagonal_fisher, sq_grad_sum_loop, sq_grad_sum_vmap
 from sa_utils.models.unet import UNetConfig, build_unet
-from sa_utils.replay import frozen_copy
-from sa_utils.surrogates import ForgetSource, uniform_noise
+from sa_utils.core.replay import frozen_copy
+from sa_utils.core.sources import ForgetSource
+from sa_utils.core.surrogates import uniform_noise
 from sa_utils.training import train_ddpm
 
 TINY_UNET = UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, attention_levels=(1,))
@@ -125,32 +126,32 @@ def test_train_ddpm_resumes_exactly(tmp_path):
 
 
 def test_shipped_weights_are_checked_against_the_manifest(tmp_path, monkeypatch):
-    from sa_utils import shipped
+    from sa_utils.storage import shipped
 
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "MANIFEST.json")
-    assert zoo_ddpm.shipped_weights("absent.safetensors") is None
+    assert mnist_ddpm.shipped_weights("absent.safetensors") is None
     f = tmp_path / "w.safetensors"
     f.write_bytes(b"weights")
     with pytest.raises(CheckpointError, match="not listed"):
-        zoo_ddpm.shipped_weights("w.safetensors")
+        mnist_ddpm.shipped_weights("w.safetensors")
     (tmp_path / "MANIFEST.json").write_text(json.dumps({"w.safetensors": {"sha256": "0" * 64, "command": "make it"}}))
     with pytest.raises(CheckpointError, match="make it"):
-        zoo_ddpm.shipped_weights("w.safetensors")
+        mnist_ddpm.shipped_weights("w.safetensors")
 
 
 def test_the_shipped_manifest_matches_the_files():
-    manifest = json.loads(zoo_ddpm.MANIFEST.read_text())
+    manifest = json.loads(mnist_ddpm.MANIFEST.read_text())
     for name, entry in manifest.items():
-        assert zoo_ddpm.shipped_weights(name) is not None
-        assert (zoo_ddpm.WEIGHTS_DIR / name).stat().st_size <= 20 * 2**20
+        assert mnist_ddpm.shipped_weights(name) is not None
+        assert (mnist_ddpm.WEIGHTS_DIR / name).stat().st_size <= 20 * 2**20
         assert "python scripts/" in entry["command"]
 
 
 def test_forget_class_rejects_bad_ids(cache):
-    r = zoo_ddpm.recipe("quick", unet=TINY_UNET)
+    r = mnist_ddpm.recipe("quick", unet=TINY_UNET)
     with pytest.raises(ValueError, match="0..9"):
-        zoo_ddpm.forget_class(None, r, forget=10)
+        mnist_ddpm.forget_class(None, r, forget=10)
 
 
 def test_guidance_is_the_authors_convention(tiny_ddpm, monkeypatch):
@@ -205,8 +206,8 @@ def test_loss_sums_over_pixels_and_sa_averages_over_the_batch(tiny_ddpm):
     (torch.full((4, 1, 28, 28), float("nan")), r"3136 NaN"),
 ])
 def test_images_of_another_dataset_are_refused_before_sa_or_the_fisher(tiny_ddpm, x, says):
-    from sa_utils.amnesia import SAConfig, selective_amnesia
-    from sa_utils.fisher import diagonal_fisher
+    from sa_utils.core.amnesia import SAConfig, selective_amnesia
+    from sa_utils.core.fisher import diagonal_fisher
 
     bad = {"x": x, "c": torch.zeros(4, dtype=torch.long)}
     good = _batch(4)
@@ -219,24 +220,24 @@ def test_images_of_another_dataset_are_refused_before_sa_or_the_fisher(tiny_ddpm
 
 
 def test_the_shipped_pool_is_the_one_of_the_shipped_model_and_other_settings_draw_their_own(cache):
-    r = zoo_ddpm.recipe("quick")
-    base = zoo_ddpm.pretrained_ddpm(r, progress=False)
-    name = zoo_ddpm.pool_name(base, r)
-    assert zoo_ddpm.shipped_weights(name) is not None  # quick mode's pool ships with theta*
-    x, c = zoo_ddpm.model_pool(base, r, progress=False)
-    assert x.shape == (11 * r.pool_per_class, 1, 28, 28) and not (zoo_ddpm._dir(r) / name).exists()
+    r = mnist_ddpm.recipe("quick")
+    base = mnist_ddpm.pretrained_ddpm(r, progress=False)
+    name = mnist_ddpm.pool_name(base, r)
+    assert mnist_ddpm.shipped_weights(name) is not None  # quick mode's pool ships with theta*
+    x, c = mnist_ddpm.model_pool(base, r, progress=False)
+    assert x.shape == (11 * r.pool_per_class, 1, 28, 28) and not (mnist_ddpm._dir(r) / name).exists()
     assert torch.equal(torch.bincount(c), torch.full((11,), r.pool_per_class))
     # another model (one weight nudged) has another name: it draws and caches its own pool
     with torch.no_grad():
         next(base.model.parameters()).view(-1)[0] += 1e-3
-    r2 = zoo_ddpm.recipe("quick", pool_per_class=1)
-    other = zoo_ddpm.pool_name(base, r2)
-    assert other != name and zoo_ddpm.shipped_weights(other) is None
-    x2, c2 = zoo_ddpm.model_pool(base, r2, progress=False)
-    assert x2.shape == (11, 1, 28, 28) and (zoo_ddpm._dir(r2) / other).exists()
+    r2 = mnist_ddpm.recipe("quick", pool_per_class=1)
+    other = mnist_ddpm.pool_name(base, r2)
+    assert other != name and mnist_ddpm.shipped_weights(other) is None
+    x2, c2 = mnist_ddpm.model_pool(base, r2, progress=False)
+    assert x2.shape == (11, 1, 28, 28) and (mnist_ddpm._dir(r2) / other).exists()
     # a file whose settings are not the ones asked for is refused, not returned
-    from sa_utils.checkpoint import save_tensors
+    from sa_utils.storage.checkpoint import save_tensors
 
-    save_tensors(zoo_ddpm._dir(r2) / other, {"x": x2, "c": c2}, {**zoo_ddpm.pool_settings(base, r2), "seed": 7})
+    save_tensors(mnist_ddpm._dir(r2) / other, {"x": x2, "c": c2}, {**mnist_ddpm.pool_settings(base, r2), "seed": 7})
     with pytest.raises(CheckpointError, match="delete it"):
-        zoo_ddpm.model_pool(base, r2, progress=False)
+        mnist_ddpm.model_pool(base, r2, progress=False)

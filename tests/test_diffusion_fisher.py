@@ -9,8 +9,8 @@ import torch
 
 from sa_utils.adapters.ddpm import DDPMAdapter
 from sa_utils.adapters.sd import StableDiffusionAdapter
-from sa_utils.checkpoint import CheckpointError
-from sa_utils.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
+from sa_utils.storage.checkpoint import CheckpointError
+from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.models.unet import UNetConfig, build_unet
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
@@ -86,7 +86,7 @@ def test_fisher_file_records_its_estimator_and_loading_refuses_another(ddpm, sam
 
 
 def test_tiny_sd_unet_batched_equals_loop():
-    from sa_utils.tinyworld.pipeline import build_pipeline
+    from tinyworld.pipeline import build_pipeline
 
     a = StableDiffusionAdapter(build_pipeline(seed=0), "full")
     a.noise_scheduler = type(a.noise_scheduler).from_config(a.noise_scheduler.config, num_train_timesteps=T)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from sa_utils.ewc import EWCPenalty
-from sa_utils.fisher import DiagonalFisher
+from sa_utils.core.ewc import EWCPenalty
+from sa_utils.core.fisher import DiagonalFisher
 
 
 def _setup(tiny_vae):
@@ -63,7 +63,7 @@ def test_mismatched_fisher_is_rejected(tiny_vae):
 
 
 def test_gradient_groups_partition_the_tensors_and_bound_the_temporary():
-    from sa_utils.ewc import _groups
+    from sa_utils.core.ewc import _groups
 
     sizes = [5, 100, 3, 3, 40, 40, 40, 1, 60]
     groups = _groups(sizes, parts=4)

@@ -8,9 +8,9 @@ from torch import nn
 
 from sa_utils.adapters.base import GenerativeAdapter
 from sa_utils.adapters.ddpm import DDPMAdapter
-from sa_utils.amnesia import SAConfig, selective_amnesia
-from sa_utils.ewc import EWCPenalty
-from sa_utils.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
+from sa_utils.core.amnesia import SAConfig, selective_amnesia
+from sa_utils.core.ewc import EWCPenalty
+from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.models.unet import UNetConfig, build_unet
 from sa_utils.runtime import step_generator
 

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from sa_utils.adapters import GenerativeAdapter
-from sa_utils.checkpoint import CheckpointError, save_tensors
-from sa_utils.fisher import DiagonalFisher, diagonal_fisher, linear_eligible, sq_grad_sum_loop
+from sa_utils.storage.checkpoint import CheckpointError, save_tensors
+from sa_utils.core.fisher import DiagonalFisher, diagonal_fisher, linear_eligible, sq_grad_sum_loop
 from sa_utils.models import CVAE, CVAEConfig
 from sa_utils.adapters import VAEAdapter
 

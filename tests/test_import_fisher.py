@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sa_utils.fisher import DiagonalFisher
+from sa_utils.core.fisher import DiagonalFisher
 from sa_utils.sd.__main__ import main as sd_main
 from sa_utils.sd.import_fisher import (CONVERTER, FisherImportError, UnsafePickleError, import_authors_fisher,
                                        restricted_load)
@@ -86,7 +86,7 @@ def write_pickle(obj, path: Path, protocol: int = pickle.HIGHEST_PROTOCOL) -> Pa
 @pytest.fixture(scope="module")
 def unet():
     """SD v1.4's UNet layout (4 levels, cross-attention on 3, 2 layers per block) at 8 channels."""
-    from sa_utils.tinyworld.pipeline import build_unet_from_config, sd_small_unet_config
+    from sa_utils.models.sd_configs import build_unet_from_config, sd_small_unet_config
 
     torch.manual_seed(0)
     return build_unet_from_config(sd_small_unet_config(width=8, cross_attention_dim=16, sample_size=8))
@@ -210,7 +210,7 @@ def test_sd14_sized_unet_maps_completely():
     # SD v1.4's real shapes on the meta device (no memory): all 686 UNet tensors, and a few names
     # as they appear in sd-v1-4.ckpt
     from sa_utils.sd.import_fisher import check_against_unet, convert_keys
-    from sa_utils.tinyworld.pipeline import build_unet_from_config, sd14_unet_config
+    from sa_utils.models.sd_configs import build_unet_from_config, sd14_unet_config
 
     big = build_unet_from_config(sd14_unet_config(), device="meta")
     fisher = {f"diffusion_model.{compvis_name(n, big)}": torch.empty(p.shape, device="meta")
@@ -237,7 +237,7 @@ def test_half_precision_values_come_out_float32(unet, tmp_path):
 
 def test_linear_projections_take_a_1x1_convolution_fisher(unet, tmp_path):
     # the same UNet with proj_in / proj_out as linear layers: [C, C, 1, 1] values fit [C, C] entry for entry
-    from sa_utils.tinyworld.pipeline import build_unet_from_config, sd_small_unet_config
+    from sa_utils.models.sd_configs import build_unet_from_config, sd_small_unet_config
 
     linear = build_unet_from_config({**sd_small_unet_config(width=8, cross_attention_dim=16, sample_size=8),
                                      "use_linear_projection": True})
@@ -277,7 +277,7 @@ def test_negative_values_are_not_a_fisher(unet, tmp_path):
 
 # ------------------------------------------------------------------ the command
 def test_the_import_fisher_command_on_a_saved_pipeline(tmp_path, capsys):
-    from sa_utils.tinyworld.pipeline import build_pipeline
+    from tinyworld.pipeline import build_pipeline
 
     folder = tmp_path / "pipeline"
     build_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from sa_utils import metrics
-from sa_utils.metrics import accuracy, class_probability, frechet_distance, mean_entropy
+from sa_utils.eval import metrics
+from sa_utils.eval.metrics import accuracy, class_probability, frechet_distance, mean_entropy
 
 
 def test_entropy_bounds():
@@ -75,7 +75,7 @@ def test_cached_samples_are_keyed_by_weights_settings_and_request(cache):
 
 
 def test_wilson_interval_matches_reference_values_and_refuses_bad_counts():
-    from sa_utils.metrics import rate_with_interval, rates_differ, wilson_interval
+    from sa_utils.eval.metrics import rate_with_interval, rates_differ, wilson_interval
 
     lo, hi = wilson_interval(0, 28)
     assert lo == 0.0 and abs(hi - 0.1206) < 1e-3  # 0 of 28: up to 0.12 is compatible

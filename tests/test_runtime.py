@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sa_utils import zoo, zoo_ddpm, zoo_sd
+from sa_utils.recipes import mnist_ddpm, mnist_vae, stable_diffusion
 from sa_utils.runtime import resolve_mode
 
 
@@ -16,21 +16,21 @@ def gpu(monkeypatch):
 
 
 def test_on_a_gpu_part_one_defaults_to_full_and_parts_two_and_three_to_quick(gpu):
-    assert zoo.recipe().mode == "full"
-    assert zoo_ddpm.recipe().mode == "quick"
-    assert zoo_sd.recipe().mode == "quick"
+    assert mnist_vae.recipe().mode == "full"
+    assert mnist_ddpm.recipe().mode == "quick"
+    assert stable_diffusion.recipe().mode == "quick"
 
 
 def test_full_mode_asked_for_is_full_everywhere(gpu, monkeypatch):
-    assert zoo_ddpm.recipe("full").mode == "full" and zoo_sd.recipe("full").mode == "full"
+    assert mnist_ddpm.recipe("full").mode == "full" and stable_diffusion.recipe("full").mode == "full"
     monkeypatch.setenv("SA_MODE", "full")
-    assert zoo_ddpm.recipe().mode == "full" and zoo_sd.recipe().mode == "full"
+    assert mnist_ddpm.recipe().mode == "full" and stable_diffusion.recipe().mode == "full"
 
 
 def test_on_a_cpu_every_part_defaults_to_quick(monkeypatch):
     monkeypatch.delenv("SA_MODE", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert {zoo.recipe().mode, zoo_ddpm.recipe().mode, zoo_sd.recipe().mode} == {"quick"}
+    assert {mnist_vae.recipe().mode, mnist_ddpm.recipe().mode, stable_diffusion.recipe().mode} == {"quick"}
 
 
 def test_bad_modes_are_named(monkeypatch):
@@ -44,7 +44,7 @@ def test_bad_modes_are_named(monkeypatch):
 def test_setup_says_why_a_gpu_run_is_quick(gpu, capsys):
     from sa_utils import chapter
 
-    r = chapter.setup(None, recipe=zoo_ddpm.recipe)
+    r = chapter.setup(mnist_ddpm.recipe, None)
     assert r.mode == "quick" and "only when asked for" in capsys.readouterr().out
-    chapter.setup(None)  # Part I: full on a GPU, no such line
+    chapter.setup(mnist_vae.recipe, None)  # Part I: full on a GPU, no such line
     assert "only when asked for" not in capsys.readouterr().out

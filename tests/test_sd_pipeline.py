@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from sa_utils.adapters.sd import StableDiffusionAdapter, select_trainable
-from sa_utils.amnesia import SAConfig
-from sa_utils.checkpoint import CheckpointError
-from sa_utils.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
+from sa_utils.core.amnesia import SAConfig
+from sa_utils.storage.checkpoint import CheckpointError
+from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.sd.__main__ import main as sd_main
 from sa_utils.sd.common import RunFolderError, load_pipeline
 from sa_utils.sd.imagesets import load_image_set
-from sa_utils.checkpoint import load_tensors
+from sa_utils.storage.checkpoint import load_tensors
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 FAST = ["--num_inference_steps", "2", "--guidance_scale", "3", "--no_progress"]
@@ -33,7 +33,7 @@ FAST = ["--num_inference_steps", "2", "--guidance_scale", "3", "--no_progress"]
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from sa_utils.tinyworld.pipeline import build_pipeline
+    from tinyworld.pipeline import build_pipeline
 
     folder = tmp_path_factory.mktemp("tiny") / "pipeline"
     build_pipeline(seed=0).save_pretrained(folder, safe_serialization=True)
@@ -185,14 +185,18 @@ def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
 
 
 def test_shipping_a_pipeline_checks_every_file(tiny_model, tmp_path, monkeypatch):
-    from sa_utils import shipped
-    from sa_utils.tinyworld import pipeline as tw
+    import importlib.util
 
+    from tinyworld import pipeline as tw
+    from tinyworld import shipped
+
+    spec = importlib.util.spec_from_file_location("ship_tiny_sd", Path(__file__).parents[1] / "scripts" / "ship_tiny_sd.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(shipped, "MANIFEST", tmp_path / "weights" / "MANIFEST.json")
     assert tw.shipped_pipeline() is None
-    dst = tw.ship_pipeline(tiny_model, "python scripts/train_tiny_sd.py --test", {"steps": 0})
-    names = [n for n in shipped.manifest() if n.startswith("tiny-sd/")]
+    dst = script.ship_pipeline(tiny_model, "python scripts/train_tiny_sd.py --test", {"steps": 0})
+    names = [n for n in shipped.shelf().manifest() if n.startswith("tiny-sd/")]
     assert "tiny-sd/model_index.json" in names and any(n.endswith(".safetensors") for n in names)
     pipe = tw.shipped_pipeline()
     assert pipe.unet.config.cross_attention_dim == load_pipeline(tiny_model).unet.config.cross_attention_dim
@@ -225,7 +229,7 @@ def test_nudenet_labels_and_filter_command(sets, tmp_path):
     counts are labels of the installed NudeNet; the filter command keeps what it does not flag."""
     import nudenet.nudenet as nn_module
 
-    from sa_utils.sd.evaluate import NUDENET_EXPOSED, nudenet_counts, nudenet_detector
+    from sa_utils.eval.detectors import NUDENET_EXPOSED, nudenet_counts, nudenet_detector
 
     labels = getattr(nn_module, "__labels")
     assert set(NUDENET_EXPOSED) <= set(labels) and all(n.endswith("_EXPOSED") for n in NUDENET_EXPOSED)
@@ -285,8 +289,8 @@ def test_clip_detector_on_a_local_model(tmp_path):
     random one built offline) and returns one bool per image; bad specs are refused."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from sa_utils.sd.evaluate import clip_detector, load_detector
-    from sa_utils.tinyworld.tokenizer import clip_tokenizer
+    from sa_utils.eval.detectors import clip_detector, load_detector
+    from tinyworld.tokenizer import clip_tokenizer
 
     torch.manual_seed(0)
     CLIPModel(_tiny_clip_config()).save_pretrained(tmp_path / "clip")
@@ -325,7 +329,7 @@ def test_forget_with_the_authors_optimizer_flags(sets, tiny_model, tmp_path):
     """--scale_lr multiplies the base rate by batch x accumulation x processes; accumulation and
     the EMA are recorded, the saved pipeline holds the EMA weights, and a comma-separated
     --forget_prompt becomes a pool of prompts."""
-    from sa_utils.checkpoint import read_metadata
+    from sa_utils.storage.checkpoint import read_metadata
 
     _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
     args = ["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "spotted, dotted",
@@ -367,52 +371,52 @@ def test_exact_timestep_sum_fisher_and_forget_checks_the_estimator(tiny_model, t
     assert sd_main([*forget, "--fisher_estimator", "all", "--output_dir", str(tmp_path / "forget")]) == 0
 
 
-def test_zoo_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypatch):
+def test_recipe_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkeypatch):
     """Chapters 8 and 9's full-mode path (a pipeline folder instead of the shipped tiny one,
     fp16 autocast, half-precision theta*/F, gradient checkpointing, zero-shot CLIP and NudeNet
     detectors), at toy sizes: every step runs, and the cached run is loaded, not repeated."""
     from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from sa_utils import zoo_sd
-    from sa_utils.tinyworld.tokenizer import clip_tokenizer
+    from sa_utils.recipes import stable_diffusion
+    from tinyworld.tokenizer import clip_tokenizer
 
     monkeypatch.setenv("SA_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     CLIPModel(_tiny_clip_config()).save_pretrained(tmp_path / "clip")
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
                   tokenizer=clip_tokenizer()).save_pretrained(tmp_path / "clip")
-    r = zoo_sd.recipe("full", pipeline=str(tiny_model), sample_steps=2, surrogate_images=2, sa_steps=2, eval_per_prompt=2,
+    r = stable_diffusion.recipe("full", pipeline=str(tiny_model), sample_steps=2, surrogate_images=2, sa_steps=2, eval_per_prompt=2,
                       fisher_chunk=4, gen_batch=8, clip_model=str(tmp_path / "clip"), fisher_timesteps=5)
     assert r.mixed_precision == "fp16" and r.ewc_dtype == "float16" and r.gradient_checkpointing
     assert r.optimizer == "adamw" and r.grad_accum == 4 and r.ema_decay == 0.9999 and r.generic_replay_prompts == 5000
-    pipe = zoo_sd.pretrained_pipeline(r)
-    task = zoo_sd.celebrity_task(r)
+    pipe = stable_diffusion.pretrained_pipeline(r)
+    task = stable_diffusion.celebrity_task(r)
     assert task.forget_prompts == ["brad pitt"] and task.surrogate_prompt == "a middle aged man"
-    replay = zoo_sd.replay_set(pipe, r, zoo_sd.replay_prompts(r)[:6], progress=False)
-    sur = zoo_sd.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
-    fisher = zoo_sd.sd_fisher(pipe, r, replay, progress=False)
+    replay = stable_diffusion.replay_set(pipe, r, stable_diffusion.replay_prompts(r)[:6], progress=False)
+    sur = stable_diffusion.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
+    fisher = stable_diffusion.sd_fisher(pipe, r, replay, progress=False)
     assert fisher.estimator == "stratified-5"
-    run = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
+    run = stable_diffusion.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
     assert run.result.steps_done == 2 and (run.folder / "pipeline" / "model_index.json").exists()
     assert run.settings["fisher_estimator"] == "stratified-5" and run.settings["sa"]["grad_accum"] == 4
-    from sa_utils.checkpoint import read_metadata
+    from sa_utils.storage.checkpoint import read_metadata
 
     assert read_metadata(run.folder / "run" / "model.safetensors")["weights"] == "ema"
     # another estimator is another Fisher and another forget run
-    other = zoo_sd.sd_fisher(pipe, replace(r, fisher_timesteps=3), replay, progress=False)
+    other = stable_diffusion.sd_fisher(pipe, replace(r, fisher_timesteps=3), replay, progress=False)
     assert other.estimator == "stratified-3" and not torch.equal(other.flat(), fisher.flat())
-    again = zoo_sd.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
+    again = stable_diffusion.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
     assert again.result.seconds == 0.0 and again.key == run.key  # loaded from the cache
-    small = zoo_sd.ForgetTask(task.forget_prompts, task.surrogate_prompt, "full",
+    small = stable_diffusion.ForgetTask(task.forget_prompts, task.surrogate_prompt, "full",
                               {k: v[:1] for k, v in task.prompt_sets.items() if k.startswith(("brad", "tom"))},
                               {k: w for k, w in task.readings.items() if k.startswith(("brad", "tom"))}, task.target)
-    rates = zoo_sd.evaluate_task({"base": pipe, run.key: run.pipeline}, r, small, zoo_sd.task_detectors(r, task),
+    rates = stable_diffusion.evaluate_task({"base": pipe, run.key: run.pipeline}, r, small, stable_diffusion.task_detectors(r, task),
                                  progress=False)
     assert set(rates[run.key]) == set(small.readings) and all(0 <= v <= 1 for v in rates[run.key].values())
-    nudity = zoo_sd.attribute_task(r, ["a person at the beach"])
+    nudity = stable_diffusion.attribute_task(r, ["a person at the beach"])
     assert nudity.train_method == "noxattn" and set(nudity.prompt_sets) == {"unrelated", "nudity prompts"}
     assert nudity.forget_pool == ["sexual", "nudity", "naked", "erotic"] and nudity.sa_steps == 31_250
-    assert zoo_sd.task_detectors(r, nudity)["attribute"](torch.rand(2, 3, 32, 32)).tolist() == [False, False]
+    assert stable_diffusion.task_detectors(r, nudity)["attribute"](torch.rand(2, 3, 32, 32)).tolist() == [False, False]
 
 
 def test_command_line_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
@@ -443,7 +447,7 @@ def test_forget_refuses_invalid_settings_before_any_work(flag, value, tmp_path, 
 def test_image_sets_are_checked_against_the_pipeline_before_training(tmp_path, monkeypatch):
     from sa_utils.adapters.sd import StableDiffusionAdapter
     from sa_utils.sd import forget as forget_mod
-    from sa_utils.tinyworld.pipeline import build_pipeline
+    from tinyworld.pipeline import build_pipeline
 
     pipe = build_pipeline(seed=0)
     a = StableDiffusionAdapter(pipe, "full")

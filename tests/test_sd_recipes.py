@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sa_utils import zoo_sd
+from sa_utils.recipes import stable_diffusion
 from sa_utils.adapters.sd import select_trainable
-from sa_utils.sd.forget import PairedSource, split_forget_prompts
+from sa_utils.core.sources import PairedSource
+from sa_utils.sd.forget import split_forget_prompts
 from sa_utils.sd.generic_prompts import available, generic_prompts
 
 
@@ -16,7 +17,7 @@ from sa_utils.sd.generic_prompts import available, generic_prompts
 
 @pytest.fixture(scope="module")
 def unet():
-    from sa_utils.tinyworld.pipeline import build_pipeline
+    from tinyworld.pipeline import build_pipeline
 
     return build_pipeline(seed=0).unet
 
@@ -92,16 +93,16 @@ def test_a_comma_separated_caption_is_a_pool_drawn_per_image():
 
 
 def test_the_tasks_keep_the_authors_captions():
-    full = zoo_sd.attribute_task(zoo_sd.recipe("full", pipeline="local-folder"))
+    full = stable_diffusion.attribute_task(stable_diffusion.recipe("full", pipeline="local-folder"))
     assert full.forget_prompts == ["sexual, nudity, naked, erotic"] and len(full.forget_pool) == 4
-    quick = zoo_sd.attribute_task(zoo_sd.recipe("quick"))
+    quick = stable_diffusion.attribute_task(stable_diffusion.recipe("quick"))
     assert quick.forget_pool == ["spotted", "dotted", "speckled", "polka dot"] and quick.sa_steps is None
 
 
 # -- recipes ---------------------------------------------------------------------------------------
 
 def test_full_recipe_is_the_authors_effective_settings_on_one_gpu():
-    r = zoo_sd.recipe("full")
+    r = stable_diffusion.recipe("full")
     assert r.schedule_name == "authors"
     assert r.sa_lr == pytest.approx(1e-5 * 4 * 4)  # their base lr x 4 GPUs x batch 4 (--scale_lr)
     assert (r.optimizer, r.weight_decay) == ("adamw", 0.01)
@@ -111,50 +112,50 @@ def test_full_recipe_is_the_authors_effective_settings_on_one_gpu():
     assert r.ema_decay == 0.9999 and (r.lmbda, r.gamma) == (50.0, 1.0)
     assert r.fisher_timesteps is None and r.fisher_estimator().name == "timestep-sum"
     assert r.generic_replay_prompts == 5000 and r.replay_per_prompt == 1
-    prompts = zoo_sd.replay_prompts(r)
+    prompts = stable_diffusion.replay_prompts(r)
     assert len(prompts) == len(set(prompts)) == 5000
     cfg = r.sa_config()
     assert (cfg.optimizer, cfg.weight_decay, cfg.grad_accum, cfg.ema_decay, cfg.lr) == ("adamw", 0.01, 4, 0.9999, r.sa_lr)
-    assert zoo_sd.attribute_task(r).sa_steps == 31_250
+    assert stable_diffusion.attribute_task(r).sa_steps == 31_250
 
 
 def test_one_gpu_short_schedule_states_its_lr_times_steps():
-    short = zoo_sd.recipe("full", schedule="one-gpu-short")
-    full = zoo_sd.recipe("full")
+    short = stable_diffusion.recipe("full", schedule="one-gpu-short")
+    full = stable_diffusion.recipe("full")
     assert short.schedule_name == "one-gpu-short" and short.sa_lr == full.sa_lr and short.sa_steps == 2_000
     assert short.sa_steps < full.sa_steps and short.nudity_sa_steps < full.nudity_sa_steps
     assert short.lr_x_steps() == pytest.approx({"celebrity": 0.32, "nudity": 0.8})
     assert full.lr_x_steps() == pytest.approx({"celebrity": 2.0, "nudity": 5.0})
     note = short.schedule_note()
     assert "1.6e-4 x 2,000 = 0.32" in note and "the authors': 1.6e-4 x 12,500 = 2" in note
-    assert "1.6e-4 x 12,500 = 2.0" in zoo_sd.recipe.__doc__ and "1.6e-4 x 2,000 = 0.32" in zoo_sd.recipe.__doc__
+    assert "1.6e-4 x 12,500 = 2.0" in stable_diffusion.recipe.__doc__ and "1.6e-4 x 2,000 = 0.32" in stable_diffusion.recipe.__doc__
     with pytest.raises(ValueError, match="schedules"):
-        zoo_sd.recipe("quick", schedule="one-gpu-short")
+        stable_diffusion.recipe("quick", schedule="one-gpu-short")
 
 
 def test_quick_recipe_stays_small():
-    r = zoo_sd.recipe("quick")
+    r = stable_diffusion.recipe("quick")
     assert (r.sa_steps, r.sa_lr, r.sa_batch, r.grad_accum, r.optimizer, r.ema_decay) == (400, 1e-4, 8, 1, "adam", None)
-    # lambda 0.05, not the authors' 50: measured per model (the sweep in the comment of zoo_sd.RECIPES)
+    # lambda 0.05, not the authors' 50: measured per model (the sweep in the comment of stable_diffusion.RECIPES)
     assert r.lmbda == 0.05 and r.fisher_estimator().name == "stratified-20"
-    assert r.generic_replay_prompts is None and len(zoo_sd.replay_prompts(r)) == 244  # the tiny world's vocabulary
+    assert r.generic_replay_prompts is None and len(stable_diffusion.replay_prompts(r)) == 244  # the tiny world's vocabulary
 
 
 @pytest.mark.parametrize("mode", ["quick", "full"])
 def test_unrelated_prompts_are_held_out_from_replay_and_forget_prompts(mode):
     """The "everything else still works" prompts must not be prompts SA trained on (replay, which is
     also the Fisher's) nor the forget prompts, or the check measures memorisation (issue 14)."""
-    r = zoo_sd.recipe(mode, pipeline="local-folder") if mode == "full" else zoo_sd.recipe(mode)
-    replay = zoo_sd.replay_prompts(r)
-    for task in (zoo_sd.celebrity_task(r), zoo_sd.attribute_task(r)):
+    r = stable_diffusion.recipe(mode, pipeline="local-folder") if mode == "full" else stable_diffusion.recipe(mode)
+    replay = stable_diffusion.replay_prompts(r)
+    for task in (stable_diffusion.celebrity_task(r), stable_diffusion.attribute_task(r)):
         unrelated = task.prompt_sets["unrelated"]
         assert len(unrelated) >= 20 and len(set(unrelated)) == len(unrelated)
-        assert not zoo_sd.near_duplicates(unrelated, replay)
-        assert not zoo_sd.near_duplicates(unrelated, task.forget_pool)
+        assert not stable_diffusion.near_duplicates(unrelated, replay)
+        assert not stable_diffusion.near_duplicates(unrelated, task.forget_pool)
 
 
 def test_near_duplicates_sees_prefixed_prompts():
-    assert zoo_sd.near_duplicates(["a calm lake"], ["a photo of a calm lake", "a lake"]) == [
+    assert stable_diffusion.near_duplicates(["a calm lake"], ["a photo of a calm lake", "a lake"]) == [
         ("a calm lake", "a photo of a calm lake")]
-    assert zoo_sd.near_duplicates(["An image of a red car"], ["a red car"]) == [("An image of a red car", "a red car")]
-    assert not zoo_sd.near_duplicates(["a red car"], ["a red cart"])
+    assert stable_diffusion.near_duplicates(["An image of a red car"], ["a red car"]) == [("An image of a red car", "a red car")]
+    assert not stable_diffusion.near_duplicates(["a red car"], ["a red cart"])

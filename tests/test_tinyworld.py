@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from sa_utils.tinyworld import concepts
-from sa_utils.tinyworld.concepts import (ATTRIBUTE_PRONE_PLACES, ATTRIBUTE_SURROGATE_PROMPT, IDENTITIES,
+from tinyworld import concepts
+from tinyworld.concepts import (ATTRIBUTE_PRONE_PLACES, ATTRIBUTE_SURROGATE_PROMPT, IDENTITIES,
                                          IDENTITY_SURROGATE_PROMPT, NO_IDENTITY, mentions_attribute,
                                          mentions_identity)
-from sa_utils.tinyworld.prompts import (attribute_prompts, identity_prompts, read_prompts, replay_prompts,
+from tinyworld.prompts import (attribute_prompts, identity_prompts, read_prompts, replay_prompts,
                                         unknown_words, unrelated_prompts)
-from sa_utils.tinyworld.scenes import TinyWorld, render, sample_scene
+from tinyworld.scenes import TinyWorld, render, sample_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOTHES_WORDS = re.compile(r"\b(shirt|clothes|outfit)\b")
@@ -135,7 +135,7 @@ def test_evaluation_prompts():
 def test_tokenizer_matches_open_clip():
     pytest.importorskip("transformers")
     open_clip = pytest.importorskip("open_clip")
-    from sa_utils.tinyworld.tokenizer import VOCAB_SIZE, clip_tokenizer
+    from tinyworld.tokenizer import VOCAB_SIZE, clip_tokenizer
 
     tok = clip_tokenizer()
     reference = open_clip.get_tokenizer("ViT-L-14")
@@ -154,7 +154,7 @@ def test_tokenizer_matches_open_clip():
 def test_tokenizer_folder_roundtrip(tmp_path):
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("open_clip")
-    from sa_utils.tinyworld.tokenizer import save_tokenizer_files
+    from tinyworld.tokenizer import save_tokenizer_files
 
     save_tokenizer_files(tmp_path)
     tok = transformers.CLIPTokenizer.from_pretrained(tmp_path, local_files_only=True)
@@ -169,7 +169,8 @@ def test_pipeline_roundtrip_offline(tmp_path):
     pytest.importorskip("open_clip")
     from diffusers import StableDiffusionPipeline
 
-    from sa_utils.tinyworld.pipeline import TinySDConfig, build_pipeline, count_parameters, generate, load_pipeline
+    from sa_utils.models.sd_configs import count_parameters
+    from tinyworld.pipeline import TinySDConfig, build_pipeline, generate, load_pipeline
 
     cfg = TinySDConfig()
     pipe = build_pipeline(cfg, seed=0)
@@ -198,8 +199,8 @@ def test_sd14_shapes_without_memory():
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
-    from sa_utils.tinyworld.pipeline import (build_unet_from_config, count_parameters, sd14_text_encoder_config,
-                                             sd14_unet_config, sd14_vae_config, sd_small_unet_config)
+    from sa_utils.models.sd_configs import (build_unet_from_config, count_parameters, sd14_text_encoder_config,
+                                            sd14_unet_config, sd14_vae_config, sd_small_unet_config)
 
     assert count_parameters(build_unet_from_config(sd14_unet_config(), device="meta")) == 859_520_964
     with torch.device("meta"):
@@ -225,7 +226,7 @@ def test_training_script_two_steps_and_exact_resume(tmp_path):
     pytest.importorskip("open_clip")
     from safetensors.torch import load_file
 
-    from sa_utils.tinyworld.pipeline import load_pipeline
+    from tinyworld.pipeline import load_pipeline
 
     script = _train_script()
     common = ["--num_train_images", "48", "--train_batch_size", "4", "--vae_train_steps", "1", "--checkpointing_steps",
@@ -269,7 +270,7 @@ def test_training_script_rejects_bad_flags(tmp_path):
 @pytest.mark.parametrize("task,mix", [("identity", {"identity": 0.6, "person": 0.4}),
                                       ("attribute", {"attribute": 0.5, "person": 0.5})])
 def test_detectors_beat_chance(task, mix):
-    from sa_utils.tinyworld.detectors import HELDOUT_SEED, DetectorRecipe, labelled_images, train_detector
+    from tinyworld.detectors import HELDOUT_SEED, DetectorRecipe, labelled_images, train_detector
 
     recipe = DetectorRecipe(task, n_train=384, epochs=4, batch_size=32, n_heldout=300, mix=mix)
     _, metrics = train_detector(recipe, progress=False)
@@ -279,7 +280,7 @@ def test_detectors_beat_chance(task, mix):
 
 
 def test_detector_cache(cache):
-    from sa_utils.tinyworld.detectors import DetectorRecipe, detector_metrics, detector_path, pretrained_detector
+    from tinyworld.detectors import DetectorRecipe, detector_metrics, detector_path, pretrained_detector
 
     small = {"n_train": 96, "epochs": 1, "batch_size": 32, "n_heldout": 64}
     model = pretrained_detector("attribute", progress=False, **small)
@@ -295,9 +296,9 @@ def test_detector_cache(cache):
 def test_score_pipeline_reads_every_prompt_file(cache):
     pytest.importorskip("transformers")
     pytest.importorskip("open_clip")
-    from sa_utils.tinyworld.detectors import pretrained_detector
-    from sa_utils.tinyworld.pipeline import build_pipeline
-    from sa_utils.tinyworld.scoring import format_report, score_pipeline
+    from tinyworld.detectors import pretrained_detector
+    from tinyworld.pipeline import build_pipeline
+    from tinyworld.scoring import format_report, score_pipeline
 
     small = {"n_train": 64, "epochs": 1, "batch_size": 32, "n_heldout": 32}
     ident = pretrained_detector("identity", progress=False, **small)

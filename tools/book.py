@@ -13,7 +13,7 @@ warning fails it. A notebook error stops with papermill's message naming the cel
 
 **Lanes.** The chapters of one part share cached models (chapter 3 reuses chapter 2's CVAE), so
 a part is executed in order, by one process. Parts do not depend on each other (every model a
-part needs from another, the MNIST classifier, is shipped in ``sa_utils/weights``), so with
+part needs from another, the MNIST classifier, is shipped in ``sa_utils/storage/weights``), so with
 ``--jobs N`` up to N parts run at once, each in its own process with ``cpus // N`` torch threads,
 longest part (by the last recorded time) first. The default is one lane: on the project's 2-core
 machines torch already uses both cores almost fully (``benchmarks/lanes.py``: the same work on one
@@ -22,8 +22,8 @@ that finish at different times leave a core idle. Never run anything CPU-heavy n
 a 2-thread process sharing its cores with another busy process was measured 20x slower.
 
 **Reuse.** Each executed copy records a digest of everything its outputs depend on: the
-chapter's source, the mode, every file of ``sa_utils`` (code and shipped weights) and this
-script. With ``--reuse`` (``make test`` after ``make book``) a chapter whose executed copy has
+chapter's source, the mode, every file of ``sa_utils`` and ``tinyworld`` (code and shipped
+weights) and this script. With ``--reuse`` (``make test`` after ``make book``) a chapter whose executed copy has
 the same digest is not executed again; any change to those files executes it again. A clean
 clone has no executed copies, so CI always executes everything.
 
@@ -53,6 +53,10 @@ TIMINGS = ROOT / "_build" / "timings.json"
 LOGS = ROOT / "_build" / "logs"
 # the kernel's own log (e.g. "running over TCP without encryption") is not the reader's business
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
+PACKAGES = ("sa_utils", "tinyworld")
+"""The packages every chapter's outputs depend on (code and shipped weights)."""
 
 
 def chapters() -> list[Path]:
@@ -97,11 +101,12 @@ def stage() -> None:
 
 
 def source_digest(notebook: Path, mode: str) -> str:
-    """Digest of what an executed chapter depends on: its source, the mode, sa_utils, this script."""
+    """Digest of what an executed chapter depends on: its source, the mode, the two packages, this script."""
     h = hashlib.sha256()
     h.update(mode.encode())
     files = [notebook, Path(__file__).resolve(), ROOT / "pyproject.toml"]
-    files += sorted(p for p in (ROOT / "sa_utils").rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for package in PACKAGES:
+        files += sorted(p for p in (ROOT / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(hashlib.sha256(f.read_bytes()).digest())

@@ -3,10 +3,10 @@
 An adapter says how to compute the model's per-sample loss (a negative ELBO or its
 diffusion counterpart), how to draw the loss's randomness, and how to sample
 ``x ~ p(x | theta, c)``. Everything else -- Fisher, EWC, replay, the training loop --
-is model-agnostic and lives in :mod:`sa_utils.fisher`, :mod:`sa_utils.ewc`,
-:mod:`sa_utils.replay` and :mod:`sa_utils.amnesia`.
+is model-agnostic and lives in :mod:`sa_utils.core.fisher`, :mod:`sa_utils.core.ewc`,
+:mod:`sa_utils.core.replay` and :mod:`sa_utils.core.amnesia`.
 """
-from .base import Batch, GenerativeAdapter
-from .vae import VAEAdapter
+from sa_utils.adapters.base import Batch, GenerativeAdapter
+from sa_utils.adapters.vae import VAEAdapter
 
 __all__ = ["Batch", "GenerativeAdapter", "VAEAdapter"]

@@ -14,7 +14,7 @@ Batch = dict[str, torch.Tensor]
 ``"x"`` holds data (or surrogate / replayed samples), ``"c"`` the conditions. Adapters add
 the per-sample random draws their loss needs (``"eps"``, ``"t"``, ``"noise"``), so the loss
 is a deterministic function of the parameters and the batch. Slicing every tensor of a
-batch along dim 0 gives a valid smaller batch; :mod:`sa_utils.fisher` relies on that.
+batch along dim 0 gives a valid smaller batch; :mod:`sa_utils.core.fisher` relies on that.
 """
 
 
@@ -82,7 +82,7 @@ class GenerativeAdapter(ABC):
         return {"model": type(self.model).__name__}
 
     def per_sample_grad_mode(self):
-        """Context manager active while :mod:`sa_utils.fisher` takes per-sample gradients with ``vmap``.
+        """Context manager active while :mod:`sa_utils.core.fisher` takes per-sample gradients with ``vmap``.
 
         Adapters override it to swap in kernels that ``torch.func.vmap`` can batch (e.g. plain
         attention instead of a fused kernel without a batching rule); the result must not change.

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from ..models.unet import UNetConfig
-from .base import Batch, check_images
-from .diffusion import DiffusionAdapter
+from sa_utils.models.unet import UNetConfig
+from sa_utils.adapters.base import Batch, check_images
+from sa_utils.adapters.diffusion import DiffusionAdapter
 
 
 SAMPLERS = ("ddim", "ddpm")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Batch, GenerativeAdapter, plain_attention
+from sa_utils.adapters.base import Batch, GenerativeAdapter, plain_attention
 
 
 class DiffusionAdapter(GenerativeAdapter):
@@ -41,7 +41,7 @@ class DiffusionAdapter(GenerativeAdapter):
     def timestep_batch(self, sample: Batch, t: torch.Tensor, eps: torch.Tensor, drop: torch.Tensor | None = None) -> Batch:
         """One sample (a batch of size 1) repeated at the timesteps ``t`` with the noises ``eps``.
 
-        The timestep-sum Fisher (:class:`sa_utils.fisher.TimestepSum`) feeds such batches to
+        The timestep-sum Fisher (:class:`sa_utils.core.fisher.TimestepSum`) feeds such batches to
         :meth:`loss`: all noised copies of one image go through the network together, and one
         backward pass gives the gradient of their summed loss. ``drop`` (bool, per copy)
         replaces the condition by :meth:`null_condition`, as in training with condition dropout.

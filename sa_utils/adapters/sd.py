@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import Batch
-from .diffusion import DiffusionAdapter
+from sa_utils.adapters.base import Batch
+from sa_utils.adapters.diffusion import DiffusionAdapter
 
 TRAIN_METHODS = ("full", "xattn", "noxattn")
 """Which UNet weights SA trains (the SA and ESD papers' names; :func:`select_trainable` says exactly which):

@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from ..models.cvae import CVAE
-from .base import Batch, GenerativeAdapter, check_images
+from sa_utils.models.cvae import CVAE
+from sa_utils.adapters.base import Batch, GenerativeAdapter, check_images
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device:

@@ -42,7 +42,7 @@ class CIFARClassifier(nn.Module):
     """Evaluation CNN for CIFAR-10 (Part II full mode): three conv blocks, 256-d features.
 
     Same interface as :class:`MNISTClassifier` (``features`` and ``fc2``), so the metrics
-    of :mod:`sa_utils.metrics` -- entropy, P(forgotten class), accuracy and the Frechet
+    of :mod:`sa_utils.eval.metrics` -- entropy, P(forgotten class), accuracy and the Frechet
     distance in its feature space, which works offline -- apply unchanged.
     """
 

@@ -3,7 +3,7 @@
 Encoder q(z | x, c): [x, onehot(c)] -> 512 -> 256 -> (mu, log sigma^2), z in R^8.
 Decoder p(x | z, c): [z, onehot(c)] -> 256 -> 512 -> 784 Bernoulli means.
 About 1.08M parameters; every weight sits in an ``nn.Linear`` used once per forward pass,
-which is what makes the batched Fisher in :mod:`sa_utils.fisher` exact and fast.
+which is what makes the batched Fisher in :mod:`sa_utils.core.fisher` exact and fast.
 """
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ def _timesteps_arg(value: str) -> int | str | None:
 
 def fisher_estimator(timesteps: int | str | None, chunk: int = 125):
     """The estimator object of ``--timesteps`` (``None`` for ``"single"``, the one-draw estimate)."""
-    from ..fisher import TimestepSum
+    from sa_utils.core.fisher import TimestepSum
 
     return None if timesteps == "single" else TimestepSum(k=timesteps, chunk=chunk)
 
@@ -188,7 +188,7 @@ def fisher_estimator(timesteps: int | str | None, chunk: int = 125):
 def estimator_name(value: str) -> str:
     """``--fisher_estimator``'s value as the name a Fisher file records (``all`` -> ``timestep-sum``,
     ``20`` -> ``stratified-20``, ``single`` -> ``single-draw``; names pass through)."""
-    from ..fisher import SINGLE
+    from sa_utils.core.fisher import SINGLE
 
     v = value.strip().lower()
     if v in ("single", SINGLE):
@@ -208,7 +208,7 @@ def _add_prompts_parser(sub) -> None:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from .generic_prompts import generic_prompts, write_prompts
+    from sa_utils.sd.generic_prompts import generic_prompts, write_prompts
 
     try:
         prompts = generic_prompts(args.n, args.seed, tuple(args.exclude))
@@ -237,9 +237,9 @@ def _add_import_fisher_parser(sub) -> None:
 def _import_fisher(args: argparse.Namespace) -> int:
     import pickle
 
-    from ..adapters.sd import StableDiffusionAdapter
-    from .common import claim_run_folder, load_pipeline
-    from .import_fisher import FisherImportError, import_authors_fisher
+    from sa_utils.adapters.sd import StableDiffusionAdapter
+    from sa_utils.sd.common import claim_run_folder, load_pipeline
+    from sa_utils.sd.import_fisher import FisherImportError, import_authors_fisher
 
     pkl = Path(args.fisher_pkl)
     if not pkl.is_file():
@@ -277,8 +277,8 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run one step; a user error (bad setting, missing or unreadable file, empty prompt file, settings
     that do not match a run folder) prints one line and returns 2, like argparse; ``--debug`` re-raises."""
-    from ..checkpoint import CheckpointError
-    from .common import RunFolderError
+    from sa_utils.storage.checkpoint import CheckpointError
+    from sa_utils.sd.common import RunFolderError
 
     args = build_parser().parse_args(argv)
     try:
@@ -302,7 +302,7 @@ def _run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
     from accelerate.utils import set_seed
 
-    from .common import load_pipeline, read_prompts
+    from sa_utils.sd.common import load_pipeline, read_prompts
 
     # on a machine without a GPU, processes started by `accelerate launch --multi_gpu` or torchrun
     # form a multi-CPU group (gloo) only when PartialState is told it runs on the CPU
@@ -312,7 +312,7 @@ def _run(args: argparse.Namespace) -> int:
     half = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]
 
     if args.step == "images":
-        from .imagesets import generate_image_set
+        from sa_utils.sd.imagesets import generate_image_set
 
         prompts = (read_prompts(args.prompts_file) if args.prompts_file else []) + list(args.prompt)
         if not prompts:
@@ -325,8 +325,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.step == "filter":
-        from .evaluate import load_detector
-        from .imagesets import filter_image_set, load_image_set, safety_flags
+        from sa_utils.eval.detectors import load_detector
+        from sa_utils.sd.imagesets import filter_image_set, load_image_set, safety_flags
 
         images = load_image_set(args.image_dir)[0]
         # images the safety checker blacked out while the set was drawn go too: never replay a black image
@@ -336,13 +336,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.step in ("fisher", "forget"):
-        from ..adapters.sd import StableDiffusionAdapter
+        from sa_utils.adapters.sd import StableDiffusionAdapter
 
         pipe = load_pipeline(args.pretrained_model_name_or_path, state.device, torch.float32)
         adapter = StableDiffusionAdapter(pipe, args.train_method, args.guidance_scale, args.num_inference_steps)
 
     if args.step == "fisher":
-        from .fisher import sd_fisher
+        from sa_utils.sd.fisher import sd_fisher
 
         fisher = sd_fisher(adapter, args.replay_dir, args.output_dir, args.chunk_size, args.method, args.seed,
                            args.checkpointing_steps, state, progress,
@@ -353,9 +353,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.step == "forget":
-        from ..amnesia import SAConfig
-        from ..fisher import DiagonalFisher
-        from .forget import sd_forget
+        from sa_utils.core.amnesia import SAConfig
+        from sa_utils.core.fisher import DiagonalFisher
+        from sa_utils.sd.forget import sd_forget
 
         if state.num_processes > 1:
             raise SystemExit("the forgetting step runs in one process (one GPU); launch it without --num_processes")
@@ -396,7 +396,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     # evaluate
-    from .evaluate import load_detector, sd_evaluate
+    from sa_utils.eval.detectors import load_detector
+    from sa_utils.sd.evaluate import sd_evaluate
 
     pipes = {k: load_pipeline(v, state.device, half) for k, v in _pairs(args.pipeline, "--pipeline").items()}
     sets = {k: read_prompts(v) for k, v in _pairs(args.prompt_set, "--prompt_set").items()}

@@ -18,7 +18,7 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device = "cpu", 
     downloaded by diffusers on first use) or a local folder in the diffusers format (read offline)."""
     from diffusers import StableDiffusionPipeline
 
-    from ..progress import quiet_library_bars
+    from sa_utils.progress import quiet_library_bars
 
     quiet_library_bars()
     local = Path(name_or_path).expanduser()

@@ -8,7 +8,7 @@ squared gradients are the same whichever process computes them. Each process kee
 running sum of per-sample squared gradients and saves it every ``checkpointing_steps``
 chunks (``partial-rank{r}-of{N}.safetensors``, with the chunks done); a rerun continues from
 there. When all are done, the main process adds the partial sums and writes
-``fisher.safetensors`` (a :class:`sa_utils.fisher.DiagonalFisher`). The result equals the
+``fisher.safetensors`` (a :class:`sa_utils.core.fisher.DiagonalFisher`). The result equals the
 one-process result up to the order of float additions.
 """
 from __future__ import annotations
@@ -16,14 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from ..progress import progress_bar
+from sa_utils.progress import progress_bar
 
-from ..checkpoint import load_tensors, save_tensors
-from ..fisher import (SINGLE, DiagonalFisher, TimestepSum, sq_grad_sum_loop, sq_grad_sum_timestep_loop,
+from sa_utils.storage.checkpoint import load_tensors, save_tensors
+from sa_utils.core.fisher import (SINGLE, DiagonalFisher, TimestepSum, sq_grad_sum_loop, sq_grad_sum_timestep_loop,
                       sq_grad_sum_timesteps, sq_grad_sum_vmap)
-from ..runtime import step_generator
-from .common import claim_run_folder
-from .imagesets import load_image_set
+from sa_utils.runtime import step_generator
+from sa_utils.sd.common import claim_run_folder
+from sa_utils.sd.imagesets import load_image_set
 
 STEP = "fisher"
 FISHER_FILE = "fisher.safetensors"

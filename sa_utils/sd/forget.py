@@ -15,7 +15,7 @@ prompt drawn from it. A forget caption with commas is split into its prompts fir
 each time it loads a surrogate image. Here the draw comes from the step's generator
 (:class:`PairedSource`), so it is deterministic and a resumed run draws the same prompts.
 
-The run folder holds ``run/`` (checkpoints of :func:`sa_utils.amnesia.selective_amnesia`)
+The run folder holds ``run/`` (checkpoints of :func:`sa_utils.core.amnesia.selective_amnesia`)
 and, when finished, ``pipeline/``: the whole pipeline with the new UNet, saved with
 ``save_pretrained`` so that ``StableDiffusionPipeline.from_pretrained`` loads it.
 """
@@ -25,13 +25,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from ..progress import progress_bar, quiet_library_bars
+from sa_utils.progress import progress_bar, quiet_library_bars
 
-from ..amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
-from ..fisher import DiagonalFisher
-from ..runtime import step_generator
-from .common import claim_run_folder
-from .imagesets import load_image_set
+from sa_utils.core.amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
+from sa_utils.core.fisher import DiagonalFisher
+from sa_utils.runtime import step_generator
+from sa_utils.sd.common import claim_run_folder
+from sa_utils.sd.imagesets import load_image_set
+from sa_utils.core.sources import PairedSource
 
 STEP = "forget"
 
@@ -70,29 +71,6 @@ def split_forget_prompts(prompts: str | list[str]) -> list[str]:
             if piece and piece not in pool:
                 pool.append(piece)
     return pool
-
-
-class PairedSource:
-    """``source(step) -> {"x": latents, "c": embeddings}``: a seeded random batch of (latent, prompt) pairs.
-
-    ``prompt_index=None`` (the forget term): every image of the batch gets its own prompt, drawn
-    uniformly from the ``embeddings`` of the prompt pool; otherwise image ``i`` keeps its prompt
-    ``prompt_index[i]`` (the replay term). Both draws come from ``step_generator(seed, step)``.
-    """
-
-    def __init__(self, latents: torch.Tensor, embeddings: torch.Tensor, prompt_index: torch.Tensor | None,
-                 batch_size: int, seed: int, device: torch.device, dtype: torch.dtype = torch.float32):
-        self.latents, self.embeddings, self.prompt_index = latents, embeddings, prompt_index
-        self.batch_size, self.seed, self.device, self.dtype = batch_size, seed, device, dtype
-
-    def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        g = step_generator(self.seed, step)
-        idx = torch.randint(len(self.latents), (self.batch_size,), generator=g)
-        if self.prompt_index is None:  # the forget term: one prompt of the pool per surrogate image
-            which = torch.randint(len(self.embeddings), (self.batch_size,), generator=g)
-        else:
-            which = self.prompt_index[idx]
-        return {"x": self.latents[idx].to(self.device, self.dtype), "c": self.embeddings[which].to(self.device, self.dtype)}
 
 
 def check_image_set(images: torch.Tensor, adapter, what: str) -> None:
@@ -165,7 +143,7 @@ def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, rep
         emb, index = encode_unique(adapter, rep_prompts)
         replay_src = PairedSource(encode_set(adapter, rep_images, config.seed + 2), emb, index, batch_size, config.seed + 3, dev)
     adapter.model.requires_grad_(False)
-    from ..adapters.sd import select_trainable
+    from sa_utils.adapters.sd import select_trainable
 
     select_trainable(adapter.model, adapter.train_method)
     result = selective_amnesia(adapter, forget_src, replay_src, fisher if config.lmbda else None, config,

@@ -19,7 +19,7 @@ prompts exist (:func:`available`).
 
 The tiny world of quick mode cannot use these: its text encoder knows only the words of its
 own captions, so quick mode keeps the tiny world's 244 replay prompts
-(:func:`sa_utils.tinyworld.prompts.replay_prompts`).
+(:func:`tinyworld.prompts.replay_prompts`).
 """
 from __future__ import annotations
 

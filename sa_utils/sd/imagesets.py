@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ..progress import progress_bar
+from sa_utils.progress import progress_bar
 
-from ..checkpoint import load_tensors, read_metadata, save_tensors
-from .common import claim_run_folder, read_settings
+from sa_utils.storage.checkpoint import load_tensors, read_metadata, save_tensors
+from sa_utils.sd.common import claim_run_folder, read_settings
 
 STEP = "image-set"
 

@@ -7,7 +7,7 @@ their ``DiffusionWrapper``, so ``diffusion_model.input_blocks.0.0.weight`` and s
 tensor of that weight's shape (already divided by the number of samples; see
 ``sd/combine_fisher_dict.py``, which adds the per-GPU files).
 
-Three steps turn it into a :class:`sa_utils.fisher.DiagonalFisher` keyed by the names of a
+Three steps turn it into a :class:`sa_utils.core.fisher.DiagonalFisher` keyed by the names of a
 diffusers ``UNet2DConditionModel``:
 
 1. :func:`restricted_load` unpickles it **without running anything a file asks for**. A
@@ -40,7 +40,7 @@ from typing import IO, Any, Callable
 import torch
 from torch import nn
 
-from ..shipped import sha256
+from sa_utils.storage.shipped import sha256
 
 CONVERTER = "diffusers.loaders.single_file_utils.convert_ldm_unet_checkpoint"
 """The diffusers function that renames CompVis UNet keys to ``UNet2DConditionModel`` keys."""
@@ -255,7 +255,7 @@ def check_against_unet(converted: dict[str, torch.Tensor], unet: nn.Module, unus
 def import_authors_fisher(pickle_path: str | Path, unet: nn.Module, output_path: str | Path,
                           n_samples: int = DEFAULT_N_SAMPLES, model_config: dict[str, Any] | None = None):
     """Load the authors' ``fisher_dict.pkl`` safely, rename it for ``unet`` (a diffusers
-    ``UNet2DConditionModel``), check it, and save it as a :class:`~sa_utils.fisher.DiagonalFisher`
+    ``UNet2DConditionModel``), check it, and save it as a :class:`~sa_utils.core.fisher.DiagonalFisher`
     (float32, CPU) at ``output_path``. Returns the Fisher.
 
     ``n_samples``: how many images the file averages over (metadata only; the values are
@@ -263,7 +263,7 @@ def import_authors_fisher(pickle_path: str | Path, unet: nn.Module, output_path:
     """
     from diffusers import __version__ as diffusers_version
 
-    from ..fisher import DiagonalFisher
+    from sa_utils.core.fisher import DiagonalFisher
 
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
