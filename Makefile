@@ -15,7 +15,7 @@ export SA_DATA_DIR ?= $(abspath ../shared/data)
 endif
 export SA_CACHE_DIR ?= $(CURDIR)/_build/cache
 
-.PHONY: venv book test unit chapters benchmark clean
+.PHONY: venv book test unit lint chapters benchmark clean
 
 venv: $(VENV)/.installed
 
@@ -33,6 +33,15 @@ book: venv
 
 test: venv
 	$(PY) -m pytest tests -rs --durations=12
+
+# ruff (lint + format check, settings in pyproject.toml), notebooks without outputs, and an
+# install that prints no deprecation warning; .ci/run runs it before the tests
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) tools/strip_outputs.py --check book/*/*.ipynb
+	@if $(PY) -m pip install --no-deps --no-build-isolation -e . 2>&1 | grep -i "deprecat"; then \
+		echo "pip install -e . printed a deprecation warning (above): fix pyproject.toml"; exit 1; fi
 
 unit: venv
 	$(PY) -m pytest tests -m "not slow"

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: timing, tensor peak memory, the machine, table output."""
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ Both columns compute the same quantity on the same samples with the same noise:
 Printed: seconds per sample for each, the ratio, and the largest disagreement (per tensor,
 relative to its largest entry, floored at 1e-6 of the model's largest entry).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,19 @@ def build(model: str, dev, n: int, timesteps: int, seed: int = 0):
 
         a = tiny_sd_adapter(dev)
         s = a.model.config.sample_size
-        batch = {"x": torch.randn(n, 4, s, s, generator=g).to(dev),
-                 "c": torch.randn(n, 77, a.model.config.cross_attention_dim, generator=g).to(dev)}
+        batch = {
+            "x": torch.randn(n, 4, s, s, generator=g).to(dev),
+            "c": torch.randn(n, 77, a.model.config.cross_attention_dim, generator=g).to(dev),
+        }
     else:
         from sa_utils.adapters.ddpm import DDPMAdapter
         from sa_utils.models.unet import MNIST_UNET, build_unet
 
         a = DDPMAdapter(build_unet(MNIST_UNET).to(dev).eval(), MNIST_UNET)
-        batch = {"x": torch.rand(n, 1, 28, 28, generator=g).to(dev), "c": torch.randint(0, 10, (n,), generator=g).to(dev)}
+        batch = {
+            "x": torch.rand(n, 1, 28, 28, generator=g).to(dev),
+            "c": torch.randint(0, 10, (n,), generator=g).to(dev),
+        }
     if timesteps != a.num_train_timesteps:
         a.noise_scheduler = type(a.noise_scheduler).from_config(a.noise_scheduler.config, num_train_timesteps=timesteps)
         a._init_schedule()
@@ -56,16 +62,44 @@ def bench(model: str, n: int = 2, timesteps: int = 1000, seed: int = 0) -> dict:
     t_loop, loop = timed(lambda: diagonal_fisher(a, [batch], estimator=est, method="loop", seed=seed, progress=False))
     t_fast, fast = timed(lambda: diagonal_fisher(a, [batch], estimator=est, seed=seed, progress=False))
     floor = 1e-6 * max(float(v.abs().max()) for v in loop.values.values())
-    diff = max(float((fast.values[k] - loop.values[k]).abs().max()) / max(float(loop.values[k].abs().max()), floor)
-               for k in loop.values)
-    return {"model": model, "params": sum(p.numel() for p in a.model.parameters()), "samples": n, "T": timesteps,
-            "loop_s": t_loop / n, "batched_s": t_fast / n, "speedup": t_loop / t_fast, "max_rel_diff": diff}
+    diff = max(
+        float((fast.values[k] - loop.values[k]).abs().max()) / max(float(loop.values[k].abs().max()), floor)
+        for k in loop.values
+    )
+    return {
+        "model": model,
+        "params": sum(p.numel() for p in a.model.parameters()),
+        "samples": n,
+        "T": timesteps,
+        "loop_s": t_loop / n,
+        "batched_s": t_fast / n,
+        "speedup": t_loop / t_fast,
+        "max_rel_diff": diff,
+    }
 
 
 def table_rows(rows: list[dict]) -> tuple[list[str], list[list]]:
-    header = ["model (parameters)", "T", "samples", "authors' loop s/sample", "batched s/sample", "speed-up", "max rel. diff"]
-    return header, [[f"{r['model']} ({r['params'] / 1e6:.2f}M)", r["T"], r["samples"], f"{r['loop_s']:.2f}",
-                     f"{r['batched_s']:.2f}", f"{r['speedup']:.1f}x", f"{r['max_rel_diff']:.1e}"] for r in rows]
+    header = [
+        "model (parameters)",
+        "T",
+        "samples",
+        "authors' loop s/sample",
+        "batched s/sample",
+        "speed-up",
+        "max rel. diff",
+    ]
+    return header, [
+        [
+            f"{r['model']} ({r['params'] / 1e6:.2f}M)",
+            r["T"],
+            r["samples"],
+            f"{r['loop_s']:.2f}",
+            f"{r['batched_s']:.2f}",
+            f"{r['speedup']:.1f}x",
+            f"{r['max_rel_diff']:.1e}",
+        ]
+        for r in rows
+    ]
 
 
 def run(models=MODELS, samples: int = 2, timesteps: int = 1000) -> list[dict]:

@@ -8,6 +8,7 @@ the diagonal Fisher over 50,000 model samples, 10,000 SA steps forgetting digit 
 evaluation on 1,000 samples per digit. Needs MNIST in ``$SA_DATA_DIR``. ``--mode smoke`` runs
 the same stages at toy size (CI checks that the script works, not how fast it is).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,9 @@ def _pipeline(mode: str) -> dict:
     from sa_utils.recipes import mnist_vae
 
     if mode == "smoke":
-        r = mnist_vae.recipe("quick", cvae_epochs=1, classifier_epochs=1, fisher_samples=1000, sa_steps=20, eval_per_class=20)
+        r = mnist_vae.recipe(
+            "quick", cvae_epochs=1, classifier_epochs=1, fisher_samples=1000, sa_steps=20, eval_per_class=20
+        )
     else:
         r = mnist_vae.recipe(mode)
     seconds, start = {}, time.perf_counter()
@@ -56,14 +59,28 @@ def _pipeline(mode: str) -> dict:
     clf = lap("train classifier", lambda: mnist_vae.pretrained_classifier(r))
     fisher = lap("Fisher", lambda: mnist_vae.mnist_fisher(base, r))
     student, _ = lap("SA", lambda: mnist_vae.forget_digits(base, r, 0, fisher=fisher))
-    result = lap("evaluation", lambda: metrics.evaluate_forgetting(student, clf, 0, n_per_class=r.eval_per_class,
-                                                                    real=mnist_vae.mnist(False), progress=True))
-    return {"mode": mode, "seconds": seconds, "total_s": time.perf_counter() - start,
-            "settings": {"cvae_epochs": r.cvae_epochs, "classifier_epochs": r.classifier_epochs,
-                         "fisher_samples": r.fisher_samples, "sa_steps": r.sa_steps, "sa_batch": r.sa_batch,
-                         "eval_per_class": r.eval_per_class},
-            "metrics": {k: result[k] for k in ("entropy_forget", "p_forget", "acc_remember")},
-            "machine": machine(), "date": datetime.date.today().isoformat()}
+    result = lap(
+        "evaluation",
+        lambda: metrics.evaluate_forgetting(
+            student, clf, 0, n_per_class=r.eval_per_class, real=mnist_vae.mnist(False), progress=True
+        ),
+    )
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        "total_s": time.perf_counter() - start,
+        "settings": {
+            "cvae_epochs": r.cvae_epochs,
+            "classifier_epochs": r.classifier_epochs,
+            "fisher_samples": r.fisher_samples,
+            "sa_steps": r.sa_steps,
+            "sa_batch": r.sa_batch,
+            "eval_per_class": r.eval_per_class,
+        },
+        "metrics": {k: result[k] for k in ("entropy_forget", "p_forget", "acc_remember")},
+        "machine": machine(),
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def table_rows(res: dict):

@@ -16,6 +16,7 @@ sequential / parallel above 1 means lanes save compute time. ``ddpm`` is SA step
 (batch 128 + 128, as Part I's quick mode). Writes ``benchmarks/results/lanes.json``, shown in the
 Performance appendix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,9 @@ def worker(kind: str, steps: int) -> float:
 
 def _spawn(kind: str, steps: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return subprocess.Popen([sys.executable, __file__, "--worker", kind, "--steps", str(steps)], env=env,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--worker", kind, "--steps", str(steps)], env=env, stdout=subprocess.PIPE, text=True
+    )
 
 
 def _seconds(p: subprocess.Popen) -> float:
@@ -66,8 +68,14 @@ def measure(kind: str, steps: int) -> dict:
     sequential = sum(_seconds(_spawn(kind, steps, cpus)) for _ in range(2))
     procs = [_spawn(kind, steps, max(1, cpus // 2)) for _ in range(2)]
     parallel = max(_seconds(p) for p in procs)  # both start together; the pair is done when the slower is
-    return {"work": kind, "steps": steps, "cpus": cpus, "sequential_s": sequential, "parallel_s": parallel,
-            "ratio": sequential / parallel}
+    return {
+        "work": kind,
+        "steps": steps,
+        "cpus": cpus,
+        "sequential_s": sequential,
+        "parallel_s": parallel,
+        "ratio": sequential / parallel,
+    }
 
 
 def run(kinds=("ddpm", "cvae"), steps: int = 6) -> list[dict]:
@@ -75,9 +83,15 @@ def run(kinds=("ddpm", "cvae"), steps: int = 6) -> list[dict]:
 
 
 def table_rows(rows: list[dict]):
-    header = ["work", "two runs one after the other, all threads (s)", "two runs at once, cpus/2 threads each (s)",
-              "ratio (> 1: lanes save time)"]
-    return header, [[r["work"], f"{r['sequential_s']:.1f}", f"{r['parallel_s']:.1f}", f"{r['ratio']:.2f}"] for r in rows]
+    header = [
+        "work",
+        "two runs one after the other, all threads (s)",
+        "two runs at once, cpus/2 threads each (s)",
+        "ratio (> 1: lanes save time)",
+    ]
+    return header, [
+        [r["work"], f"{r['sequential_s']:.1f}", f"{r['parallel_s']:.1f}", f"{r['ratio']:.2f}"] for r in rows
+    ]
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ this machine, whose description heads the page. The end-to-end pipeline takes as
 takes, so it runs only with ``--end-to-end``; otherwise the page shows the last stored
 measurement (``benchmarks/results/end_to_end.json``) with its date and machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ sys.path.insert(0, str(HERE))
 if "SA_DATA_DIR" not in os.environ and (ROOT.parent / "shared" / "data" / "MNIST" / "raw").exists():
     os.environ["SA_DATA_DIR"] = str(ROOT.parent / "shared" / "data")  # the project machines' offline MNIST
 
-import end_to_end  # noqa: E402
 import diffusion_fisher  # noqa: E402
+import end_to_end  # noqa: E402
 import fisher  # noqa: E402
 import sa_step  # noqa: E402
 import scaling  # noqa: E402
@@ -43,10 +44,16 @@ def main(argv=None) -> Path:
     p.add_argument("--smoke", action="store_true", help="toy sizes, for CI: checks that every benchmark runs")
     p.add_argument("--end-to-end", action="store_true", help="also run the VAE full-mode pipeline and store it")
     p.add_argument("--out", type=Path, default=ROOT / "book" / "appendix", help="folder for the page and its figure")
-    p.add_argument("--render-only", action="store_true",
-                   help="rewrite the page and figure from benchmarks/results/latest.json without measuring anything")
-    p.add_argument("--only", choices=["diffusion_fisher"],
-                   help="measure only this section; the others keep the values of benchmarks/results/latest.json")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite the page and figure from benchmarks/results/latest.json without measuring anything",
+    )
+    p.add_argument(
+        "--only",
+        choices=["diffusion_fisher"],
+        help="measure only this section; the others keep the values of benchmarks/results/latest.json",
+    )
     args = p.parse_args(argv)
     if args.only:
         res = json.loads((HERE / "results" / "latest.json").read_text())
@@ -105,8 +112,12 @@ def chapter_times_section(path: Path = CHAPTER_JSON, stages: int = 3) -> list[st
         return lines + ["Not measured yet: run `python tools/timing.py`.", ""]
     t = json.loads(path.read_text())
     cold, warm = t["cold"], t.get("warm")
-    fmt_load = lambda p: "n/a" if not p.get("load_before") else (  # noqa: E731
-        f"load average {p['load_before'][0]:.2f} before, {p['load_after'][0]:.2f} after")
+    fmt_load = lambda p: (
+        "n/a"
+        if not p.get("load_before")
+        # noqa: E731
+        else (f"load average {p['load_before'][0]:.2f} before, {p['load_after'][0]:.2f} after")
+    )
     lines += [
         f"Measured by `python tools/timing.py` on {t['date']} ({t['machine']}), quick mode, {t['jobs']} lane(s)"
         " (tools/book.py: each part in its own process). *Cold* starts from an empty cache, as a clean clone does;",
@@ -121,13 +132,21 @@ def chapter_times_section(path: Path = CHAPTER_JSON, stages: int = 3) -> list[st
         w = (warm or {}).get("chapters", {}).get(name)
         top = sorted(ch["cells"], key=lambda c: -c["seconds"])[:stages]
         label = lambda c: c["label"].replace("|", "\\|").replace("`", "")[:60]  # noqa: E731
-        rows.append([name, f"{ch['seconds']:.0f}", f"{w['seconds']:.0f}" if w else "not run",
-                     "; ".join(f"{label(c)} ({c['seconds']:.0f} s)" for c in top)])
+        rows.append(
+            [
+                name,
+                f"{ch['seconds']:.0f}",
+                f"{w['seconds']:.0f}" if w else "not run",
+                "; ".join(f"{label(c)} ({c['seconds']:.0f} s)" for c in top),
+            ]
+        )
     lines += [markdown_table(["chapter", "cold s", "warm s", "slowest stages (cold)"], rows), ""]
     for key, p in (("cold", cold), ("warm", warm)):
         if p and p.get("wall_seconds") is not None:
-            lines.append(f"- {key} pass: {p['wall_seconds']:.0f} s of wall time for all of the above in parallel lanes; "
-                         f"{fmt_load(p)}.")
+            lines.append(
+                f"- {key} pass: {p['wall_seconds']:.0f} s of wall time for all of the above in parallel lanes; "
+                f"{fmt_load(p)}."
+            )
     return lines + [""]
 
 
@@ -141,7 +160,8 @@ def lanes_text(t: dict) -> list[str]:
         "",
         markdown_table(*lanes.table_rows(t["rows"])),
         "",
-        "Measured gain of two lanes on the work itself: " + ", ".join(f"{r['work']} {r['ratio']:.2f}x" for r in t["rows"])
+        "Measured gain of two lanes on the work itself: "
+        + ", ".join(f"{r['work']} {r['ratio']:.2f}x" for r in t["rows"])
         + ". It is paid back only while both lanes are busy: the book's three parts take different times, so the",
         "lane that finishes first leaves a core idle while the other runs on one thread. `make book` and `make test`",
         "therefore run one chapter at a time on every core (`SA_BOOK_JOBS=2` to try two lanes).",
@@ -153,7 +173,8 @@ def sampler_text(t: dict) -> list[str]:
     import sampler_steps
 
     return [
-        f"The shipped MNIST DDPM, {t['per_class']} guided samples per digit for each seed ({t['threads']} torch threads),",
+        f"The shipped MNIST DDPM, {t['per_class']} guided samples per digit for each seed ({t['threads']} torch "
+        "threads),",
         "scored by the independent classifier as in chapter 7. A step count whose numbers differ from 25 steps' by",
         "less than the two seeds differ from each other is, by this yardstick, as good as 25; quick mode uses 10.",
         "",
@@ -171,11 +192,18 @@ def sampler_verdict(rows: list[dict]) -> list[str]:
     out = []
     for m in ("acc_remember", "p_forget", "fd_remember"):
         spread = max(r[m] for r in ref.values()) - min(r[m] for r in ref.values())
-        diffs = {k: max(abs(r[m] - ref[r["seed"]][m]) for r in rows if r["steps"] == k and r["seed"] in ref)
-                 for k in sorted({r["steps"] for r in rows} - {25})}
-        out.append(f"- {m}: seed-to-seed spread at 25 steps {spread:.3f}; largest difference from 25 steps at the same seed: "
-                   + ", ".join(f"{k} steps {d:.3f}" + (" (within the spread)" if d <= spread else " (**outside** the spread)")
-                               for k, d in diffs.items()) + ".")
+        diffs = {
+            k: max(abs(r[m] - ref[r["seed"]][m]) for r in rows if r["steps"] == k and r["seed"] in ref)
+            for k in sorted({r["steps"] for r in rows} - {25})
+        }
+        out.append(
+            f"- {m}: seed-to-seed spread at 25 steps {spread:.3f}; largest difference from 25 steps at the same seed: "
+            + ", ".join(
+                f"{k} steps {d:.3f}" + (" (within the spread)" if d <= spread else " (**outside** the spread)")
+                for k, d in diffs.items()
+            )
+            + "."
+        )
     return out + [""]
 
 
@@ -183,12 +211,14 @@ def sa_schedule_text(t: dict) -> list[str]:
     import sa_schedule
 
     return [
-        f"Chapter 5's four ablation arms (forget 0, uniform noise, learning rate 1e-3, batch 128), each forgotten model",
+        "Chapter 5's four ablation arms (forget 0, uniform noise, learning rate 1e-3, batch 128), each forgotten model",
         f"scored with 500 samples per digit at two evaluation seeds ({t['threads']} torch threads). A step count whose",
         "numbers differ from the longest schedule's by less than the two evaluation seeds differ from each other",
-        "changes nothing chapter 5 reports by that yardstick. Quick mode's short schedule (the ablation, the lambda sweep,",
+        "changes nothing chapter 5 reports by that yardstick. Quick mode's short schedule (the ablation, the lambda "
+        "sweep,",
         "chapter 4's forgetting arms, chapter 6's demo) stays at 1,500 steps because of the differences marked below",
-        "(when session 9 ran chapter 5 at 750 steps, faint 0s were visible in its surrogate + replay and full-SA grids).",
+        "(when session 9 ran chapter 5 at 750 steps, faint 0s were visible in its surrogate + replay and full-SA "
+        "grids).",
         "",
         markdown_table(*sa_schedule.table_rows(t["rows"])),
         "",
@@ -212,9 +242,15 @@ def optimizer_text(t: dict) -> list[str]:
         "",
     ]
     for r in rows:
-        lines.append(f"- {r['model']}: {r['speedup']:.2f}x per SA step in all"
-                     + (f" ({r['fused_speedup']:.2f}x from the fused kernel alone)" if r["joint_batches"] else
-                        " (fused kernel only; this adapter does not join batches)") + ".")
+        lines.append(
+            f"- {r['model']}: {r['speedup']:.2f}x per SA step in all"
+            + (
+                f" ({r['fused_speedup']:.2f}x from the fused kernel alone)"
+                if r["joint_batches"]
+                else " (fused kernel only; this adapter does not join batches)"
+            )
+            + "."
+        )
     return lines + [""]
 
 
@@ -257,8 +293,10 @@ def render(res: dict, args) -> str:
         f"On the CVAE the project's Fisher is {cvae_f['speedup']:.0f}x faster than the loop and "
         f"{cvae_f['vs_plain']:.1f}x the cost of the plain pass. On the UNet, per-sample gradients cannot use the",
         "linear identity (convolutions, normalisation and attention mix samples' activations in ways the identity does",
-        "not cover), so the project vectorises the per-sample backward with `torch.func.vmap` in chunks of 16; the gain",
-        "over the loop is smaller on a CPU, where a single sample's backward already keeps the cores busy. The `sd` row",
+        "not cover), so the project vectorises the per-sample backward with `torch.func.vmap` in chunks of 16; the "
+        "gain",
+        "over the loop is smaller on a CPU, where a single sample's backward already keeps the cores busy. The `sd` "
+        "row",
         "is Part III's tiny Stable Diffusion UNet (cross-attention to 77 prompt-embedding tokens) on 8x8x4 latents.",
         "",
         "## 2 and 4. One SA step vs one plain fine-tuning step",
@@ -271,15 +309,19 @@ def render(res: dict, args) -> str:
         markdown_table(*sa_step.table_rows(s)),
         "",
         "The EWC gradient, 2λF(θ−θ*), is added into `.grad` with fused `torch._foreach_*` kernels, in groups of about",
-        "1/8 of the model so the temporary stays small; the penalty's value is computed only on logged steps. What SA must hold beyond",
+        "1/8 of the model so the temporary stays small; the penalty's value is computed only on logged steps. What SA "
+        "must hold beyond",
         "fine-tuning is θ* and F: two parameter-sized buffers, which no implementation of EWC can avoid. The",
         "*EWC floor* column is fine-tuning's peak plus exactly those two buffers.",
     ]
     if cvae_s["memory_ratio"] > 1.3:
         lines += [
-            f"On the CVAE the memory ratio, {cvae_s['memory_ratio']:.2f}, misses the 1.3 target while sitting at that floor",
-            f"({cvae_s['memory_floor']:.2f}): with 1.1M parameters and a batch of 256 the activations are small next to",
-            "the parameter-sized state, so two more parameter-sized buffers weigh a lot. Models whose activations dominate,",
+            f"On the CVAE the memory ratio, {cvae_s['memory_ratio']:.2f}, misses the 1.3 target while sitting at that "
+            "floor",
+            f"({cvae_s['memory_floor']:.2f}): with 1.1M parameters and a batch of 256 the activations are small next "
+            "to",
+            "the parameter-sized state, so two more parameter-sized buffers weigh a lot. Models whose activations "
+            "dominate,",
             "such as the UNets, pay almost nothing extra.",
         ]
     lines += ["", "## 3. End to end: the VAE chapter in full mode", ""]
@@ -287,10 +329,13 @@ def render(res: dict, args) -> str:
         st = e2e["settings"]
         lines += [
             f"Chapter 5's full-mode pipeline with the authors' settings (CVAE {st['cvae_epochs']} epochs, classifier "
-            f"{st['classifier_epochs']} epochs, Fisher over {st['fisher_samples']:,} samples, {st['sa_steps']:,} SA steps at batch "
-            f"{st['sa_batch']}, evaluation on {st['eval_per_class']:,} samples per digit), in an empty cache. Measured by "
-            f"`python benchmarks/run.py --end-to-end` on {e2e['date']}" + ("" if e2e["machine"] == res["machine"] else
-                                                                         f" ({e2e['machine']})") + ".",
+            f"{st['classifier_epochs']} epochs, Fisher over {st['fisher_samples']:,} samples, {st['sa_steps']:,} SA "
+            "steps at batch "
+            f"{st['sa_batch']}, evaluation on {st['eval_per_class']:,} samples per digit), in an empty cache. "
+            "Measured by "
+            f"`python benchmarks/run.py --end-to-end` on {e2e['date']}"
+            + ("" if e2e["machine"] == res["machine"] else f" ({e2e['machine']})")
+            + ".",
             "",
             markdown_table(*end_to_end.table_rows(e2e)),
             "",
@@ -303,18 +348,23 @@ def render(res: dict, args) -> str:
         d = res["diffusion_fisher"]
         lines += [
             "The authors' diffusion Fisher adds each sample's loss over all T timesteps (fresh noise at each) before",
-            "squaring the gradient (chapter 7). Their code runs one forward and backward pass per timestep; the project",
+            "squaring the gradient (chapter 7). Their code runs one forward and backward pass per timestep; the "
+            "project",
             "puts the noised copies of a sample through the network 125 at a time, one backward pass per chunk. Same",
             "samples, same noise, same numbers (*max rel. diff*); seconds per sample, both columns measured in one run"
-            + (f" of `--only diffusion_fisher` on {res['diffusion_fisher_run']['date']} ({res['diffusion_fisher_run']['machine']}),"
-               " separately from the sections above:"
-               if res.get("diffusion_fisher_run") else ":"),
+            + (
+                f" of `--only diffusion_fisher` on {res['diffusion_fisher_run']['date']} "
+                f"({res['diffusion_fisher_run']['machine']}),"
+                " separately from the sections above:"
+                if res.get("diffusion_fisher_run")
+                else ":"
+            ),
             "",
             markdown_table(*diffusion_fisher.table_rows(d)),
             "",
             "Measured speed-up: " + ", ".join(f"{r['model']} {r['speedup']:.1f}x" for r in d) + ".",
-            ("On this machine batching saves less than half the time; " if min(r["speedup"] for r in d) < 2 else "") +
-            "The exact Fisher still costs about T network passes per sample, which is why quick mode uses the",
+            ("On this machine batching saves less than half the time; " if min(r["speedup"] for r in d) < 2 else "")
+            + "The exact Fisher still costs about T network passes per sample, which is why quick mode uses the",
             "stratified estimate whose error chapter 7 measures.",
         ]
     else:
@@ -337,12 +387,24 @@ def render(res: dict, args) -> str:
         "",
         *chapter_times_section(),
         *stored_section("8. Two chapters at once?", "lanes", "python benchmarks/lanes.py", lanes_text),
-        *stored_section("9. How many DDIM steps chapter 7 needs", "sampler_steps", "python benchmarks/sampler_steps.py",
-                        sampler_text),
-        *stored_section("10. How many SA steps Part I's short schedule needs", "sa_schedule",
-                        "python benchmarks/sa_schedule.py", sa_schedule_text),
-        *stored_section("11. Fused Adam and joined batches in the SA step", "sa_optimizers",
-                        "python benchmarks/sa_step.py --optimizers --store", optimizer_text),
+        *stored_section(
+            "9. How many DDIM steps chapter 7 needs",
+            "sampler_steps",
+            "python benchmarks/sampler_steps.py",
+            sampler_text,
+        ),
+        *stored_section(
+            "10. How many SA steps Part I's short schedule needs",
+            "sa_schedule",
+            "python benchmarks/sa_schedule.py",
+            sa_schedule_text,
+        ),
+        *stored_section(
+            "11. Fused Adam and joined batches in the SA step",
+            "sa_optimizers",
+            "python benchmarks/sa_step.py --optimizers --store",
+            optimizer_text,
+        ),
         "## Reproduce",
         "",
         "```bash",

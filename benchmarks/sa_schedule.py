@@ -15,6 +15,7 @@ each other changes nothing chapter 5 reports. SA runs come from (and go to) the 
 `make book` only the runs of step counts the book does not use are trained.
 Writes ``benchmarks/results/sa_schedule.json``, shown in the Performance appendix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,12 @@ HERE = Path(__file__).resolve().parent
 if "SA_DATA_DIR" not in os.environ and (HERE.parents[1] / "shared" / "data" / "MNIST" / "raw").exists():
     os.environ["SA_DATA_DIR"] = str(HERE.parents[1] / "shared" / "data")
 
-ARMS = {"surrogate only": dict(lmbda=0.0, gamma=0.0), "surrogate + EWC": dict(gamma=0.0),
-        "surrogate + replay": dict(lmbda=0.0), "full SA": dict()}
+ARMS = {
+    "surrogate only": dict(lmbda=0.0, gamma=0.0),
+    "surrogate + EWC": dict(gamma=0.0),
+    "surrogate + replay": dict(lmbda=0.0),
+    "full SA": dict(),
+}
 METRICS = ("entropy_forget", "p_forget", "acc_remember", "fd_remember")
 
 
@@ -47,17 +52,28 @@ def run(steps=(1500, 750), seeds=(0, 1)) -> list[dict]:
         for arm, kw in ARMS.items():
             model, _ = mnist_vae.forget_digits(base, r, 0, progress=True, schedule="short", **kw)
             for seed in seeds:
-                e = metrics.evaluate_forgetting(model, clf, forget=[0], n_per_class=r.eval_per_class, seed=seed, real=real)
-                rows.append({"steps": int(k), "arm": arm, "seed": seed,
-                             **{m: e[m] for m in METRICS}})
+                e = metrics.evaluate_forgetting(
+                    model, clf, forget=[0], n_per_class=r.eval_per_class, seed=seed, real=real
+                )
+                rows.append({"steps": int(k), "arm": arm, "seed": seed, **{m: e[m] for m in METRICS}})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def table_rows(rows: list[dict]):
     header = ["SA steps", "arm", "eval seed", "entropy on 0s", "P(y=0)", "acc on 1-9", "FD on 1-9"]
-    return header, [[r["steps"], r["arm"], r["seed"], f"{r['entropy_forget']:.3f}", f"{r['p_forget']:.3f}",
-                     f"{r['acc_remember']:.3f}", f"{r['fd_remember']:.2f}"] for r in rows]
+    return header, [
+        [
+            r["steps"],
+            r["arm"],
+            r["seed"],
+            f"{r['entropy_forget']:.3f}",
+            f"{r['p_forget']:.3f}",
+            f"{r['acc_remember']:.3f}",
+            f"{r['fd_remember']:.2f}",
+        ]
+        for r in rows
+    ]
 
 
 def verdict(rows: list[dict]) -> list[str]:
@@ -71,12 +87,18 @@ def verdict(rows: list[dict]) -> list[str]:
         for m in METRICS:
             spread = max(r[m] for r in ref.values()) - min(r[m] for r in ref.values())
             for k in sorted({r["steps"] for r in rows} - {ref_steps}):
-                d = max(abs(r[m] - ref[r["seed"]][m]) for r in rows if r["steps"] == k and r["arm"] == arm and r["seed"] in ref)
+                d = max(
+                    abs(r[m] - ref[r["seed"]][m])
+                    for r in rows
+                    if r["steps"] == k and r["arm"] == arm and r["seed"] in ref
+                )
                 shown = f"{d:.3f} vs spread {spread:.3f}"
                 # outside only when the difference exceeds the spread by more than the printed precision
                 outside = d > spread + 0.0005
                 parts.append(f"{m} {shown}" + (" (**outside**)" if outside else ""))
-        out.append(f"- {arm}: largest difference from {ref_steps} steps at the same evaluation seed: " + "; ".join(parts) + ".")
+        out.append(
+            f"- {arm}: largest difference from {ref_steps} steps at the same evaluation seed: " + "; ".join(parts) + "."
+        )
     return out + [""]
 
 

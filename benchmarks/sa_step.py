@@ -15,6 +15,7 @@ temporaries, plus the Fisher for SA, which SA needs and fine-tuning does not. An
 implementation must also hold theta*, so SA's floor is fine-tuning + 2 x parameter bytes;
 the table prints that floor next to the measured ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,12 +76,20 @@ def make_batches(shape, n_steps: int, batch: int, dev: torch.device):
         _, ch, h, w, dim = shape
 
         def one():
-            return {"x": torch.randn(batch, ch, h, w, generator=g).to(dev), "c": torch.randn(batch, 77, dim, generator=g).to(dev)}
+            return {
+                "x": torch.randn(batch, ch, h, w, generator=g).to(dev),
+                "c": torch.randn(batch, 77, dim, generator=g).to(dev),
+            }
+
         return [one() for _ in range(n_steps)], [one() for _ in range(n_steps)]
-    forget = [{"x": torch.rand(batch, *shape, generator=g).to(dev), "c": torch.zeros(batch, dtype=torch.long, device=dev)}
-              for _ in range(n_steps)]
-    replay = [{"x": torch.rand(batch, *shape, generator=g).to(dev),
-               "c": torch.randint(1, 10, (batch,), generator=g).to(dev)} for _ in range(n_steps)]
+    forget = [
+        {"x": torch.rand(batch, *shape, generator=g).to(dev), "c": torch.zeros(batch, dtype=torch.long, device=dev)}
+        for _ in range(n_steps)
+    ]
+    replay = [
+        {"x": torch.rand(batch, *shape, generator=g).to(dev), "c": torch.randint(1, 10, (batch,), generator=g).to(dev)}
+        for _ in range(n_steps)
+    ]
     return forget, replay
 
 
@@ -108,12 +117,24 @@ def step_times(model: str, steps: int, repeats: int, width: float = 1.0) -> dict
         def go():
             adapter.model.load_state_dict(state)
             fn()
+
         return go
 
-    t = interleaved({"finetune": fresh(lambda: run_finetune(adapter, forget, replay, steps)),
-                     "sa": fresh(lambda: run_sa(adapter, forget, replay, fisher, steps))}, repeats)
-    return {"model": model, "params": sum(p.numel() for p in adapter.model.parameters()), "batch": BATCH[model],
-            "finetune_ms": 1e3 * t["finetune"] / steps, "sa_ms": 1e3 * t["sa"] / steps, "time_ratio": t["sa"] / t["finetune"]}
+    t = interleaved(
+        {
+            "finetune": fresh(lambda: run_finetune(adapter, forget, replay, steps)),
+            "sa": fresh(lambda: run_sa(adapter, forget, replay, fisher, steps)),
+        },
+        repeats,
+    )
+    return {
+        "model": model,
+        "params": sum(p.numel() for p in adapter.model.parameters()),
+        "batch": BATCH[model],
+        "finetune_ms": 1e3 * t["finetune"] / steps,
+        "sa_ms": 1e3 * t["sa"] / steps,
+        "time_ratio": t["sa"] / t["finetune"],
+    }
 
 
 def optimizer_times(model: str, steps: int, repeats: int) -> dict:
@@ -143,29 +164,65 @@ def optimizer_times(model: str, steps: int, repeats: int) -> dict:
             finally:
                 del adapter.joint_batches
             weights[name] = [p.detach().clone() for p in adapter.model.parameters()]
+
         return go
 
-    t = interleaved({"before": arm("before", False, False), "fused": arm("fused", True, False),
-                     "both": arm("both", True, joinable)}, repeats)
+    t = interleaved(
+        {
+            "before": arm("before", False, False),
+            "fused": arm("fused", True, False),
+            "both": arm("both", True, joinable),
+        },
+        repeats,
+    )
     start = [state[k] for k, _ in adapter.model.named_parameters()]
     moved = max((a - s).abs().max().item() for a, s in zip(weights["before"], start))
 
     def apart(name):
         return max((a - b).abs().max().item() for a, b in zip(weights["before"], weights[name]))
 
-    return {"model": model, "steps": steps, "batch": BATCH[model], "joint_batches": joinable,
-            "before_ms": 1e3 * t["before"] / steps, "fused_ms": 1e3 * t["fused"] / steps, "both_ms": 1e3 * t["both"] / steps,
-            "fused_speedup": t["before"] / t["fused"], "speedup": t["before"] / t["both"],
-            "max_move": moved, "fused_apart": apart("fused"), "both_apart": apart("both")}
+    return {
+        "model": model,
+        "steps": steps,
+        "batch": BATCH[model],
+        "joint_batches": joinable,
+        "before_ms": 1e3 * t["before"] / steps,
+        "fused_ms": 1e3 * t["fused"] / steps,
+        "both_ms": 1e3 * t["both"] / steps,
+        "fused_speedup": t["before"] / t["fused"],
+        "speedup": t["before"] / t["both"],
+        "max_move": moved,
+        "fused_apart": apart("fused"),
+        "both_apart": apart("both"),
+    }
 
 
 def optimizer_table(rows: list[dict]):
-    header = ["model", "batch", "before ms/step", "fused Adam ms/step", "fused + joined ms/step",
-              "speed-up (fused)", "speed-up (both)", "largest weight change", "largest difference from before"]
-    return header, [[r["model"], r["batch"], f"{r['before_ms']:.1f}", f"{r['fused_ms']:.1f}",
-                     f"{r['both_ms']:.1f}" if r["joint_batches"] else "(not joined)",
-                     f"{r['fused_speedup']:.2f}x", f"{r['speedup']:.2f}x", f"{r['max_move']:.1e}",
-                     f"{max(r['fused_apart'], r['both_apart']):.1e}"] for r in rows]
+    header = [
+        "model",
+        "batch",
+        "before ms/step",
+        "fused Adam ms/step",
+        "fused + joined ms/step",
+        "speed-up (fused)",
+        "speed-up (both)",
+        "largest weight change",
+        "largest difference from before",
+    ]
+    return header, [
+        [
+            r["model"],
+            r["batch"],
+            f"{r['before_ms']:.1f}",
+            f"{r['fused_ms']:.1f}",
+            f"{r['both_ms']:.1f}" if r["joint_batches"] else "(not joined)",
+            f"{r['fused_speedup']:.2f}x",
+            f"{r['speedup']:.2f}x",
+            f"{r['max_move']:.1e}",
+            f"{max(r['fused_apart'], r['both_apart']):.1e}",
+        ]
+        for r in rows
+    ]
 
 
 def peak_memory(model: str, steps: int = 3, width: float = 1.0) -> dict:
@@ -183,8 +240,12 @@ def peak_memory(model: str, steps: int = 3, width: float = 1.0) -> dict:
                 run_finetune(adapter, forget, replay, steps)
         out[variant] = mem.peak
     param_bytes = sum(p.numel() * p.element_size() for p in params)
-    return {"finetune_mib": out["finetune"] / 2**20, "sa_mib": out["sa"] / 2**20, "memory_ratio": out["sa"] / out["finetune"],
-            "memory_floor": (out["finetune"] + 2 * param_bytes) / out["finetune"]}
+    return {
+        "finetune_mib": out["finetune"] / 2**20,
+        "sa_mib": out["sa"] / 2**20,
+        "memory_ratio": out["sa"] / out["finetune"],
+        "memory_floor": (out["finetune"] + 2 * param_bytes) / out["finetune"],
+    }
 
 
 def run(models=MODELS, steps: int = 20, repeats: int = 5) -> list[dict]:
@@ -197,8 +258,17 @@ def run(models=MODELS, steps: int = 20, repeats: int = 5) -> list[dict]:
 
 
 def table_rows(rows: list[dict]):
-    header = ["model (parameters)", "batch", "fine-tune ms/step", "SA ms/step", "time ratio (<= 1.2)",
-              "fine-tune peak MiB", "SA peak MiB", "memory ratio (<= 1.3)", "EWC floor"]
+    header = [
+        "model (parameters)",
+        "batch",
+        "fine-tune ms/step",
+        "SA ms/step",
+        "time ratio (<= 1.2)",
+        "fine-tune peak MiB",
+        "SA peak MiB",
+        "memory ratio (<= 1.3)",
+        "EWC floor",
+    ]
     out = []
     for r in rows:
         if r["memory_ratio"] <= 1.3:
@@ -206,9 +276,19 @@ def table_rows(rows: list[dict]):
         else:
             mem = "**missed**, at the floor" if r["memory_ratio"] <= r["memory_floor"] + 0.01 else "**missed**"
         time_status = "met" if r["time_ratio"] <= 1.2 else "**missed**"
-        out.append([f"{r['model']} ({r['params'] / 1e6:.2f}M)", r["batch"], f"{r['finetune_ms']:.1f}", f"{r['sa_ms']:.1f}",
-                    f"{r['time_ratio']:.2f}: {time_status}", f"{r['finetune_mib']:.1f}", f"{r['sa_mib']:.1f}",
-                    f"{r['memory_ratio']:.2f}: {mem}", f"{r['memory_floor']:.2f}"])
+        out.append(
+            [
+                f"{r['model']} ({r['params'] / 1e6:.2f}M)",
+                r["batch"],
+                f"{r['finetune_ms']:.1f}",
+                f"{r['sa_ms']:.1f}",
+                f"{r['time_ratio']:.2f}: {time_status}",
+                f"{r['finetune_mib']:.1f}",
+                f"{r['sa_mib']:.1f}",
+                f"{r['memory_ratio']:.2f}: {mem}",
+                f"{r['memory_floor']:.2f}",
+            ]
+        )
     return header, out
 
 
@@ -217,19 +297,39 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--steps", type=int, default=20, help="steps per timed run (the UNet runs a quarter as many)")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--optimizers", action="store_true",
-                   help="time fused Adam and joined forget+replay batches against the step before them")
-    p.add_argument("--store", action="store_true",
-                   help="with --optimizers: write benchmarks/results/sa_optimizers.json (Performance section 11)")
+    p.add_argument(
+        "--optimizers",
+        action="store_true",
+        help="time fused Adam and joined forget+replay batches against the step before them",
+    )
+    p.add_argument(
+        "--store",
+        action="store_true",
+        help="with --optimizers: write benchmarks/results/sa_optimizers.json (Performance section 11)",
+    )
     args = p.parse_args()
     if args.optimizers:
-        rows = [optimizer_times(m, args.steps if m != "ddpm" else max(2, args.steps // 4), args.repeats)
-                for m in args.models if m != "sd"]
+        rows = [
+            optimizer_times(m, args.steps if m != "ddpm" else max(2, args.steps // 4), args.repeats)
+            for m in args.models
+            if m != "sd"
+        ]
         print_table(f"SA step: fused Adam and joined batches vs before, {machine()}", *optimizer_table(rows))
         if args.store:
             out = Path(__file__).resolve().parent / "results" / "sa_optimizers.json"
-            out.write_text(json.dumps({"date": datetime.date.today().isoformat(), "machine": machine(),
-                                       "steps": args.steps, "repeats": args.repeats, "rows": rows}, indent=2) + "\n")
+            out.write_text(
+                json.dumps(
+                    {
+                        "date": datetime.date.today().isoformat(),
+                        "machine": machine(),
+                        "steps": args.steps,
+                        "repeats": args.repeats,
+                        "rows": rows,
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
             print(f"wrote {out}")
         return
     rows = run(args.models, args.steps, args.repeats)

@@ -9,6 +9,7 @@ real test digits 1-9. The spread between seeds is the yardstick: a step count wh
 from 25 steps' by less than the seeds differ from each other changes nothing a chapter reports.
 Writes ``benchmarks/results/sampler_steps.json``, shown in the Performance appendix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,35 @@ def run(steps=(25, 15, 10), per_class: int = 30, seeds=(0, 1)) -> list[dict]:
             x, c = metrics.generate_per_class(base, range(10), per_class, seed, cache=False)
             sec = (time.perf_counter() - start) / len(c)
             e = metrics.evaluate_samples(x, c, clf, [0], 10, real)
-            rows.append({"steps": int(k), "seed": seed, "s_per_image": sec, "acc_remember": e["acc_remember"],
-                         "p_forget": e["p_forget"], "entropy_forget": e["entropy_forget"], "fd_remember": e["fd_remember"]})
+            rows.append(
+                {
+                    "steps": int(k),
+                    "seed": seed,
+                    "s_per_image": sec,
+                    "acc_remember": e["acc_remember"],
+                    "p_forget": e["p_forget"],
+                    "entropy_forget": e["entropy_forget"],
+                    "fd_remember": e["fd_remember"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def table_rows(rows: list[dict]):
     header = ["DDIM steps", "seed", "s / guided image", "acc on 1-9", "P(y=0) on 0s", "entropy on 0s", "FD on 1-9"]
-    return header, [[r["steps"], r["seed"], f"{r['s_per_image']:.3f}", f"{r['acc_remember']:.3f}", f"{r['p_forget']:.3f}",
-                     f"{r['entropy_forget']:.3f}", f"{r['fd_remember']:.2f}"] for r in rows]
+    return header, [
+        [
+            r["steps"],
+            r["seed"],
+            f"{r['s_per_image']:.3f}",
+            f"{r['acc_remember']:.3f}",
+            f"{r['p_forget']:.3f}",
+            f"{r['entropy_forget']:.3f}",
+            f"{r['fd_remember']:.2f}",
+        ]
+        for r in rows
+    ]
 
 
 if __name__ == "__main__":
@@ -59,8 +79,12 @@ if __name__ == "__main__":
     a = ap.parse_args()
     import torch
 
-    res = {"date": time.strftime("%Y-%m-%d"), "threads": torch.get_num_threads(), "per_class": a.per_class,
-           "rows": run(a.steps, a.per_class, a.seeds)}
+    res = {
+        "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
+        "per_class": a.per_class,
+        "rows": run(a.steps, a.per_class, a.seeds),
+    }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "sampler_steps.json").write_text(json.dumps(res, indent=1) + "\n")
     sys.exit(0)

@@ -7,6 +7,7 @@
     count (the CVAE and the DDPM UNet at several widths); (c) milliseconds per SA step and per
     plain fine-tuning step vs parameter count. Every point is measured in this run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,10 +22,24 @@ from sa_utils.core.fisher import diagonal_fisher
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 
-SIZES = {"full": {"samples": (500, 2000, 8000, 32000), "loop_max": 2000, "widths": {"cvae": (0.5, 1, 2, 4), "ddpm": (0.5, 1, 1.5)},
-                  "fisher_n": {"cvae": 500, "ddpm": 64}, "steps": {"cvae": 10, "ddpm": 4}, "repeats": 3},
-         "smoke": {"samples": (100, 200), "loop_max": 100, "widths": {"cvae": (0.25, 0.5), "ddpm": (0.25,)},
-                   "fisher_n": {"cvae": 50, "ddpm": 8}, "steps": {"cvae": 2, "ddpm": 2}, "repeats": 1}}
+SIZES = {
+    "full": {
+        "samples": (500, 2000, 8000, 32000),
+        "loop_max": 2000,
+        "widths": {"cvae": (0.5, 1, 2, 4), "ddpm": (0.5, 1, 1.5)},
+        "fisher_n": {"cvae": 500, "ddpm": 64},
+        "steps": {"cvae": 10, "ddpm": 4},
+        "repeats": 3,
+    },
+    "smoke": {
+        "samples": (100, 200),
+        "loop_max": 100,
+        "widths": {"cvae": (0.25, 0.5), "ddpm": (0.25,)},
+        "fisher_n": {"cvae": 50, "ddpm": 8},
+        "steps": {"cvae": 2, "ddpm": 2},
+        "repeats": 1,
+    },
+}
 
 
 def fisher_vs_samples(sizes: dict) -> list[dict]:
@@ -54,12 +69,28 @@ def vs_params(sizes: dict) -> list[dict]:
                 batches = list(model_samples(adapter, range(10), n, 500, seed=0))
             else:
                 g = torch.Generator().manual_seed(0)
-                batches = [{"x": torch.rand(n, *shape, generator=g).to(dev), "c": torch.randint(0, 11, (n,), generator=g).to(dev)}]
+                batches = [
+                    {
+                        "x": torch.rand(n, *shape, generator=g).to(dev),
+                        "c": torch.randint(0, 11, (n,), generator=g).to(dev),
+                    }
+                ]
             t_loop, _ = timed(lambda: diagonal_fisher(adapter, batches, method="loop", progress=False), 1)
-            t_fast, _ = timed(lambda: diagonal_fisher(adapter, batches, method=method, progress=False), sizes["repeats"])
+            t_fast, _ = timed(
+                lambda: diagonal_fisher(adapter, batches, method=method, progress=False), sizes["repeats"]
+            )
             steps = sa_step.step_times(model, sizes["steps"][model], sizes["repeats"], width=w)
-            rows.append({"model": model, "width": w, "params": steps["params"], "fisher_loop_s_per_1k": 1000 * t_loop / n,
-                         "fisher_fast_s_per_1k": 1000 * t_fast / n, "finetune_ms": steps["finetune_ms"], "sa_ms": steps["sa_ms"]})
+            rows.append(
+                {
+                    "model": model,
+                    "width": w,
+                    "params": steps["params"],
+                    "fisher_loop_s_per_1k": 1000 * t_loop / n,
+                    "fisher_fast_s_per_1k": 1000 * t_fast / n,
+                    "finetune_ms": steps["finetune_ms"],
+                    "sa_ms": steps["sa_ms"],
+                }
+            )
     return rows
 
 
@@ -70,11 +101,38 @@ def run(smoke: bool = False) -> dict:
 
 def table_rows(res: dict):
     h1 = ["samples", "loop s", "project s", "plain s"]
-    r1 = [[f"{r['samples']:,}", "-" if r["loop_s"] is None else f"{r['loop_s']:.2f}", f"{r['fast_s']:.3f}", f"{r['plain_s']:.3f}"]
-          for r in res["samples"]]
-    h2 = ["model", "width", "parameters", "Fisher loop s/1k", "Fisher project s/1k", "fine-tune ms/step", "SA ms/step", "SA/fine-tune"]
-    r2 = [[r["model"], f"{r['width']:g}x", f"{r['params']:,}", f"{r['fisher_loop_s_per_1k']:.2f}", f"{r['fisher_fast_s_per_1k']:.3f}",
-           f"{r['finetune_ms']:.1f}", f"{r['sa_ms']:.1f}", f"{r['sa_ms'] / r['finetune_ms']:.2f}"] for r in res["params"]]
+    r1 = [
+        [
+            f"{r['samples']:,}",
+            "-" if r["loop_s"] is None else f"{r['loop_s']:.2f}",
+            f"{r['fast_s']:.3f}",
+            f"{r['plain_s']:.3f}",
+        ]
+        for r in res["samples"]
+    ]
+    h2 = [
+        "model",
+        "width",
+        "parameters",
+        "Fisher loop s/1k",
+        "Fisher project s/1k",
+        "fine-tune ms/step",
+        "SA ms/step",
+        "SA/fine-tune",
+    ]
+    r2 = [
+        [
+            r["model"],
+            f"{r['width']:g}x",
+            f"{r['params']:,}",
+            f"{r['fisher_loop_s_per_1k']:.2f}",
+            f"{r['fisher_fast_s_per_1k']:.3f}",
+            f"{r['finetune_ms']:.1f}",
+            f"{r['sa_ms']:.1f}",
+            f"{r['sa_ms'] / r['finetune_ms']:.2f}",
+        ]
+        for r in res["params"]
+    ]
     return (h1, r1), (h2, r2)
 
 

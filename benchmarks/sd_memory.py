@@ -8,10 +8,10 @@ the SA routine itself (``train_method full``). SD v1.4's own UNet is too large f
 machine; for it the table gives the exact sizes of the buffers SA adds (theta* and F, in
 float32 or float16) from its parameter count, built on the meta device.
 """
+
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import torch
 from common import markdown_table
@@ -32,17 +32,47 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=2, help="forget and replay images per step (each)")
     args = p.parse_args()
-    rows = [measure("tiny SD UNet (Part III)", None, args.batch),
-            measure("SD v1.4 layout, width 32", sd_small_unet_config(32, 256, 16), args.batch),
-            measure("SD v1.4 layout, width 64", sd_small_unet_config(64, 256, 16), args.batch)]
+    rows = [
+        measure("tiny SD UNet (Part III)", None, args.batch),
+        measure("SD v1.4 layout, width 32", sd_small_unet_config(32, 256, 16), args.batch),
+        measure("SD v1.4 layout, width 64", sd_small_unet_config(64, 256, 16), args.batch),
+    ]
     n14 = sum(q.numel() for q in build_unet_from_config(sd14_unet_config(), "meta").parameters())
-    header = ["UNet", "parameters", "latent", "batch", "fine-tune peak GiB", "SA peak GiB", "SA - fine-tune GiB",
-              "2 x params (fp32) GiB"]
-    table = [[r["model"], f"{r['params']:,}", f"{r['latent']}x{r['latent']}", r["batch"], f"{r['finetune_gib']:.3f}",
-              f"{r['sa_gib']:.3f}", f"{r['extra_gib']:.3f}", f"{r['theta_f_gib']:.3f}"] for r in rows]
-    table.append(["SD v1.4 (exact sizes, not run here)", f"{n14:,}", "64x64", "-", "-", "-",
-                  f"{sa_buffer_gib(n14):.2f} (fp32) / {sa_buffer_gib(n14, torch.float16):.2f} (fp16 θ*, F)",
-                  f"{sa_buffer_gib(n14):.2f}"])
+    header = [
+        "UNet",
+        "parameters",
+        "latent",
+        "batch",
+        "fine-tune peak GiB",
+        "SA peak GiB",
+        "SA - fine-tune GiB",
+        "2 x params (fp32) GiB",
+    ]
+    table = [
+        [
+            r["model"],
+            f"{r['params']:,}",
+            f"{r['latent']}x{r['latent']}",
+            r["batch"],
+            f"{r['finetune_gib']:.3f}",
+            f"{r['sa_gib']:.3f}",
+            f"{r['extra_gib']:.3f}",
+            f"{r['theta_f_gib']:.3f}",
+        ]
+        for r in rows
+    ]
+    table.append(
+        [
+            "SD v1.4 (exact sizes, not run here)",
+            f"{n14:,}",
+            "64x64",
+            "-",
+            "-",
+            "-",
+            f"{sa_buffer_gib(n14):.2f} (fp32) / {sa_buffer_gib(n14, torch.float16):.2f} (fp16 θ*, F)",
+            f"{sa_buffer_gib(n14):.2f}",
+        ]
+    )
     print(markdown_table(header, table))
 
 

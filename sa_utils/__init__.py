@@ -14,6 +14,7 @@ The package, by layer (a module imports only from its own layer or those above i
 
 The names below are the public API; ``sa_utils.NAME`` imports its module on first use.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """MNIST through torchvision, with a clear message when the data is missing offline (chapter 2)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +21,9 @@ class DataNotFoundError(FileNotFoundError):
     """Raised when a dataset is neither on disk nor downloadable."""
 
 
-def load_mnist(train: bool = True, root: str | Path | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_mnist(
+    train: bool = True, root: str | Path | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return MNIST as ``(images, labels)``: float images in [0, 1] of shape ``[N, 1, 28, 28]``.
 
     ``root`` defaults to :func:`sa_utils.runtime.data_dir` (``$SA_DATA_DIR``). If the raw
@@ -43,8 +46,9 @@ def load_mnist(train: bool = True, root: str | Path | None = None, download: boo
     return images, ds.targets.clone().long()
 
 
-
-def load_cifar10(train: bool = True, root: str | Path | None = None, download: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def load_cifar10(
+    train: bool = True, root: str | Path | None = None, download: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return CIFAR-10 as ``(images, labels)``: float images in [0, 1] of shape ``[N, 3, 32, 32]``.
 
     Same conventions as :func:`load_mnist`: ``root`` defaults to ``$SA_DATA_DIR`` and a

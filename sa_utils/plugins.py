@@ -5,6 +5,7 @@ A package names a function in the ``sa_utils.plugins`` entry-point group of its
 (:func:`sa_utils.eval.detectors.load_detector`, :func:`sa_utils.recipes.worlds.world_for`)
 meets a name it does not know. The tiny world is such a plugin (``tinyworld.plugin:register``).
 """
+
 from __future__ import annotations
 
 _LOADED = False

@@ -7,6 +7,7 @@ showed last ("0%| | 0/469") and would render as an empty box in the HTML. There 
 instead: a new line at most every ``SA_PROGRESS_SECONDS`` (default 30) seconds plus the final one,
 with no carriage returns or cursor moves, so the saved output reads as a short log.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,10 @@ def mode() -> str:
     """``$SA_PROGRESS`` (``auto`` or ``text``); unset means ``auto``."""
     value = os.environ.get("SA_PROGRESS", "auto").strip().lower() or "auto"
     if value not in MODES:
-        raise ValueError(f"SA_PROGRESS={value!r} is not a progress mode; use one of {', '.join(MODES)} "
-                         "(text: plain lines for unattended runs, auto: a widget in notebooks)")
+        raise ValueError(
+            f"SA_PROGRESS={value!r} is not a progress mode; use one of {', '.join(MODES)} "
+            "(text: plain lines for unattended runs, auto: a widget in notebooks)"
+        )
     return value
 
 
@@ -74,9 +77,11 @@ def quiet_library_bars() -> None:
     Called by the library's pipeline and model loaders; does nothing in ``auto`` mode."""
     if mode() != "text":
         return
-    for module, off in (("diffusers.utils.logging", "disable_progress_bar"),
-                        ("transformers.utils.logging", "disable_progress_bar"),
-                        ("huggingface_hub.utils", "disable_progress_bars")):
+    for module, off in (
+        ("diffusers.utils.logging", "disable_progress_bar"),
+        ("transformers.utils.logging", "disable_progress_bar"),
+        ("huggingface_hub.utils", "disable_progress_bars"),
+    ):
         try:
             getattr(importlib.import_module(module), off)()
         except (ImportError, AttributeError):  # the `sd` extra is not installed, or another version

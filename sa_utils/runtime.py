@@ -6,6 +6,7 @@ Chapter 1 (the preface) explains the environment variables:
 * ``SA_CACHE_DIR`` -- where trained models, Fisher files and results are cached.
 * ``SA_MODE``      -- ``quick`` or ``full``; unset means full on a GPU, quick on a CPU.
 """
+
 from __future__ import annotations
 
 import hashlib

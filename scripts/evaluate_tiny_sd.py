@@ -8,6 +8,7 @@ lead to it unnamed, or are unrelated; writes the same as JSON to
 ``<pipeline>/evaluation.json``. The detectors are loaded from the cache or trained first
 (about a minute).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,18 @@ from tinyworld.scoring import format_report, score_pipeline  # noqa: E402
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pipeline", required=True,
-                   help="A diffusers pipeline folder (e.g. the --output_dir of train_tiny_sd.py).")
+    p.add_argument(
+        "--pipeline", required=True, help="A diffusers pipeline folder (e.g. the --output_dir of train_tiny_sd.py)."
+    )
     p.add_argument("--images_per_prompt", type=int, default=4, help="Images drawn for every prompt.")
     p.add_argument("--steps", type=int, default=20, help="Sampling steps.")
     p.add_argument("--guidance_scale", type=float, default=5.0, help="Classifier-free guidance scale.")
-    p.add_argument("--scheduler", default=None, choices=[None, "ddim", "pndm", "ddpm"],
-                   help="Swap the pipeline's sampler (default: the one saved with it).")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        choices=[None, "ddim", "pndm", "ddpm"],
+        help="Swap the pipeline's sampler (default: the one saved with it).",
+    )
     p.add_argument("--seed", type=int, default=0, help="Image i of a prompt list uses seed + i.")
     p.add_argument("--out", default=None, help="JSON file to write (default: <pipeline>/evaluation.json).")
     args = p.parse_args(argv)

@@ -6,6 +6,7 @@ Chapters 8 and 9 judge the tiny pipeline's images with these two CNNs. They are 
 lesson, so the default ones ship (``pretrained_detector`` looks in ``tinyworld/weights`` first, checked
 by sha256); a detector with other settings is still trained into the cache.
 """
+
 from __future__ import annotations
 
 import shutil

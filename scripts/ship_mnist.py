@@ -12,30 +12,45 @@ on a CPU, so rerunning a command rebuilds the same tensors (the sha256 may diffe
 training-loss floats of another torch build). The file names are digests of their settings (the
 pool's of theta*'s exact weights), so a changed recipe or model never loads a stale file.
 """
+
 from __future__ import annotations
 
 import argparse
 import shutil
 
-from sa_utils.storage import shipped
 from sa_utils.recipes import mnist_ddpm, mnist_vae
+from sa_utils.storage import shipped
 
 
 def classifier(mode: str):
     r = mnist_vae.recipe(mode)
-    return mnist_vae.classifier_name(r), lambda: mnist_vae.pretrained_classifier(r), mnist_vae.classifier_settings(r), mnist_vae._mnist_dir()
+    return (
+        mnist_vae.classifier_name(r),
+        lambda: mnist_vae.pretrained_classifier(r),
+        mnist_vae.classifier_settings(r),
+        mnist_vae._mnist_dir(),
+    )
 
 
 def cvae(mode: str):
     r = mnist_vae.recipe(mode)
-    return mnist_vae.cvae_name(r), lambda: mnist_vae.pretrained_cvae(r, train=True), mnist_vae.cvae_settings(r), mnist_vae._mnist_dir()
+    return (
+        mnist_vae.cvae_name(r),
+        lambda: mnist_vae.pretrained_cvae(r, train=True),
+        mnist_vae.cvae_settings(r),
+        mnist_vae._mnist_dir(),
+    )
 
 
 def ddpm_pool(mode: str):
     r = mnist_ddpm.recipe(mode)
     base = mnist_ddpm.pretrained_ddpm(r)
-    return (mnist_ddpm.pool_name(base, r), lambda: mnist_ddpm.model_pool(base, r, draw=True),
-            mnist_ddpm.pool_settings(base, r), mnist_ddpm._dir(r))
+    return (
+        mnist_ddpm.pool_name(base, r),
+        lambda: mnist_ddpm.model_pool(base, r, draw=True),
+        mnist_ddpm.pool_settings(base, r),
+        mnist_ddpm._dir(r),
+    )
 
 
 MODELS = {"classifier": classifier, "cvae": cvae, "ddpm-pool": ddpm_pool}

@@ -2,8 +2,10 @@
 every file (sha256, size, the command that trained it, its settings) in MANIFEST.json.
 
     python scripts/ship_tiny_sd.py --pipeline _build/tiny-sd \
-        --command "python scripts/train_tiny_sd.py --output_dir _build/tiny-sd --vae_train_steps 4000 --max_train_steps 10000 --use_ema"
+        --command "python scripts/train_tiny_sd.py --output_dir _build/tiny-sd --vae_train_steps 4000 \
+                   --max_train_steps 10000 --use_ema"
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +31,14 @@ def ship_pipeline(folder: str | Path, command: str, settings: dict[str, Any], to
     if not (src / "model_index.json").exists():
         raise FileNotFoundError(f"{src} is not a diffusers pipeline folder (no model_index.json)")
     shutil.rmtree(dst, ignore_errors=True)
-    files = [p for p in sorted(src.rglob("*")) if p.is_file() and not p.relative_to(src).parts[0].startswith("checkpoint-")
-             and p.suffix in (".json", ".safetensors", ".txt") and p.name not in ("logs.jsonl", "training_args.json")]
+    files = [
+        p
+        for p in sorted(src.rglob("*"))
+        if p.is_file()
+        and not p.relative_to(src).parts[0].startswith("checkpoint-")
+        and p.suffix in (".json", ".safetensors", ".txt")
+        and p.name not in ("logs.jsonl", "training_args.json")
+    ]
     for p in files:
         out = dst / p.relative_to(src)
         out.parent.mkdir(parents=True, exist_ok=True)

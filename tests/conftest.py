@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models, fixed seeds, MNIST from ``$SA_DATA_DIR`` (``../shared/data`` in CI)."""
+
 from __future__ import annotations
 
 import os
@@ -11,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SA_DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
 
 from sa_utils.adapters import VAEAdapter  # noqa: E402
-from sa_utils.models import CVAE, CVAEConfig  # noqa: E402
 from sa_utils.core.replay import model_samples  # noqa: E402
+from sa_utils.models import CVAE, CVAEConfig  # noqa: E402
 
 TINY = CVAEConfig(h_dims=(32, 16), z_dim=4)
 
@@ -51,6 +52,8 @@ def pytest_terminal_summary(terminalreporter):
     if skipped:
         terminalreporter.write_sep("!", "THE BROWSER TEST WAS SKIPPED", red=True, bold=True)
         terminalreporter.write_line(
-            f"{len(skipped)} test(s) of tests/test_browser.py did not run, so this `make test` checked less than CI does.\n"
+            f"{len(skipped)} test(s) of tests/test_browser.py did not run, so this `make test` checked less than CI "
+            "does.\n"
             "Install Debian's chromium (`sudo apt-get install chromium`, as .ci/run does) and run `make test` again.",
-            red=True)
+            red=True,
+        )

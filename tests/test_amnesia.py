@@ -6,12 +6,11 @@ import torch
 
 from sa_utils.adapters import VAEAdapter
 from sa_utils.core.amnesia import CHECKPOINT, FINAL, NonFiniteLossError, SAConfig, selective_amnesia
-from sa_utils.storage.checkpoint import CheckpointError, load_model
 from sa_utils.core.fisher import diagonal_fisher
-from sa_utils.core.sources import ReplaySource
 from sa_utils.core.replay import frozen_copy
-from sa_utils.core.sources import ForgetSource
+from sa_utils.core.sources import ForgetSource, ReplaySource
 from sa_utils.core.surrogates import constant_image, other_class, uniform_noise
+from sa_utils.storage.checkpoint import CheckpointError, load_model
 
 
 def _parts(adapter, batches, **cfg):
@@ -86,9 +85,11 @@ def test_a_nan_surrogate_is_refused_before_the_first_update(tiny_vae, tiny_batch
 
 def _nan_from(source, first_bad: int):
     """``source``'s batches, NaN from step ``first_bad`` on (a loss that diverges mid-run)."""
+
     def draw(step):
         batch = source(step)
         return batch if step < first_bad else {**batch, "x": torch.full_like(batch["x"], float("nan"))}
+
     return draw
 
 
@@ -125,13 +126,27 @@ def test_ablations_run_without_ewc_or_replay(tiny_vae, tiny_batches):
     assert all(r["replay_loss"] == 0 and r["ewc_penalty"] == 0 for r in result.history)
 
 
-@pytest.mark.parametrize("field, value, says", [
-    ("lmbda", -5.0, ">= 0"), ("gamma", -1.0, ">= 0"), ("lmbda", float("nan"), "finite"), ("lr", -1e-4, ">= 0"),
-    ("steps", 0, "integer >= 1"), ("steps", 2.5, "integer >= 1"), ("grad_accum", 0, "integer >= 1"),
-    ("checkpoint_every", -1, "integer >= 0"), ("log_every", 0, "integer >= 1"), ("grad_clip", 0.0, "> 0"),
-    ("ema_decay", 1.0, "(0, 1)"), ("optimizer", "sgd", "'adam' or 'adamw'"), ("mixed_precision", "fp8", "'bf16'"),
-    ("ewc_dtype", "int8", "'bfloat16'"), ("weight_decay", -0.01, ">= 0"), ("fused", "yes", "True (fused"),
-])
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("lmbda", -5.0, ">= 0"),
+        ("gamma", -1.0, ">= 0"),
+        ("lmbda", float("nan"), "finite"),
+        ("lr", -1e-4, ">= 0"),
+        ("steps", 0, "integer >= 1"),
+        ("steps", 2.5, "integer >= 1"),
+        ("grad_accum", 0, "integer >= 1"),
+        ("checkpoint_every", -1, "integer >= 0"),
+        ("log_every", 0, "integer >= 1"),
+        ("grad_clip", 0.0, "> 0"),
+        ("ema_decay", 1.0, "(0, 1)"),
+        ("optimizer", "sgd", "'adam' or 'adamw'"),
+        ("mixed_precision", "fp8", "'bf16'"),
+        ("ewc_dtype", "int8", "'bfloat16'"),
+        ("weight_decay", -0.01, ">= 0"),
+        ("fused", "yes", "True (fused"),
+    ],
+)
 def test_every_invalid_setting_is_refused_where_it_is_made(field, value, says):
     with pytest.raises(ValueError, match=rf"SAConfig\.{field} = .*{re.escape(says)}"):
         SAConfig(**{field: value})
@@ -141,15 +156,18 @@ def test_a_divergence_before_the_first_checkpoint_says_there_is_none(tiny_vae, t
     frozen, fisher, _, replay, config = _parts(tiny_vae, tiny_batches)
     frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)  # the first checkpoint after step 2
     with pytest.raises(NonFiniteLossError, match="no checkpoint was written yet") as err:
-        selective_amnesia(tiny_vae, _nan_from(forget, 1), replay, fisher, config, run_dir=tmp_path / "run",
-                          progress=False)
+        selective_amnesia(
+            tiny_vae, _nan_from(forget, 1), replay, fisher, config, run_dir=tmp_path / "run", progress=False
+        )
     assert "last checkpoint" not in str(err.value) and not (tmp_path / "run" / CHECKPOINT).exists()
 
 
 def test_a_divergence_after_a_checkpoint_names_it_and_its_step(tiny_vae, tiny_batches, tmp_path):
     frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)  # checkpoints every 2 steps
     with pytest.raises(NonFiniteLossError, match=r"the last checkpoint \(step 2\) is .*checkpoint\.safetensors"):
-        selective_amnesia(tiny_vae, _nan_from(forget, 3), replay, fisher, config, run_dir=tmp_path / "run", progress=False)
+        selective_amnesia(
+            tiny_vae, _nan_from(forget, 3), replay, fisher, config, run_dir=tmp_path / "run", progress=False
+        )
 
 
 _TWO_PROCESS_RUN = """
@@ -179,7 +197,9 @@ def test_two_processes_on_one_run_folder_give_one_result(tmp_path):
 
     code = _TWO_PROCESS_RUN.format(tests=str(Path(__file__).parent), run=str(tmp_path / "run"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0].split("\n") for p in procs]
     assert all(p.returncode == 0 for p in procs)
     lines = sorted(o[-2] if o[-1] == "" else o[-1] for o in outs)  # "<resumed_from> <digest>"
@@ -188,14 +208,20 @@ def test_two_processes_on_one_run_folder_give_one_result(tmp_path):
     assert len({line.split()[1] for line in lines}) == 1  # the same weights in both
 
 
-@pytest.mark.parametrize("make, says", [
-    (lambda b: {**b, "x": b["x"][:, :, :16, :16]}, r"shape \(8, 1, 16, 16\), this model needs \[N, 1, 28, 28\]"),
-    (lambda b: {**b, "x": b["x"].repeat(1, 3, 1, 1)}, r"shape \(8, 3, 28, 28\)"),
-    (lambda b: {**b, "x": (b["x"] * 255).to(torch.uint8)}, r"dtype torch.uint8; .*divide by 255"),
-    (lambda b: {**b, "x": b["x"] * 2 - 1}, r"values in \[-[\d.]+, [\d.]+\]; this model needs \[0, 1\].*\(x \+ 1\) / 2"),
-    (lambda b: {**b, "c": b["c"][:4]}, r"'x' holds 8 items but 'c' holds 4"),
-    (lambda b: {"x": b["x"]}, r"a batch is a dict with 'x' \(data\) and 'c'"),
-])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (lambda b: {**b, "x": b["x"][:, :, :16, :16]}, r"shape \(8, 1, 16, 16\), this model needs \[N, 1, 28, 28\]"),
+        (lambda b: {**b, "x": b["x"].repeat(1, 3, 1, 1)}, r"shape \(8, 3, 28, 28\)"),
+        (lambda b: {**b, "x": (b["x"] * 255).to(torch.uint8)}, r"dtype torch.uint8; .*divide by 255"),
+        (
+            lambda b: {**b, "x": b["x"] * 2 - 1},
+            r"values in \[-[\d.]+, [\d.]+\]; this model needs \[0, 1\].*\(x \+ 1\) / 2",
+        ),
+        (lambda b: {**b, "c": b["c"][:4]}, r"'x' holds 8 items but 'c' holds 4"),
+        (lambda b: {"x": b["x"]}, r"a batch is a dict with 'x' \(data\) and 'c'"),
+    ],
+)
 def test_a_wrong_batch_source_is_refused_before_the_first_update(tiny_vae, tiny_batches, make, says):
     frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches)
     before = _state(tiny_vae)
@@ -211,7 +237,9 @@ def test_the_fisher_and_the_classifier_refuse_wrong_images(tiny_vae, tiny_batche
     from sa_utils.models import MNISTClassifier
 
     bad = [{**tiny_batches[0], "x": tiny_batches[0]["x"] * 2 - 1}]
-    with pytest.raises(ValueError, match=r"Fisher.s first batch has values in \[-0\.282, 0\.248\]; this model needs \[0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"Fisher.s first batch has values in \[-0\.282, 0\.248\]; this model needs \[0, 1\]"
+    ):
         diagonal_fisher(tiny_vae, bad, progress=False)
     clf = MNISTClassifier()
     with pytest.raises(ValueError, match=r"classify: .*uint8 of shape"):
@@ -232,8 +260,9 @@ def test_joined_batches_and_the_fused_adam_give_the_separate_loop_up_to_rounding
     only: the same run as two calls and the per-tensor Adam loop, to float32 rounding."""
     start = _state(tiny_vae)
     frozen, fisher, forget, replay, config = _parts(tiny_vae, tiny_batches, checkpoint_every=0)
-    joined = selective_amnesia(tiny_vae, forget, replay, fisher, dataclasses.replace(config, fused=fused),
-                               progress=False)
+    joined = selective_amnesia(
+        tiny_vae, forget, replay, fisher, dataclasses.replace(config, fused=fused), progress=False
+    )
     fast = _state(tiny_vae)
     separate = _SeparateVAE(tiny_vae.model)
     separate.model.load_state_dict(start)

@@ -4,6 +4,7 @@ A module imports only from its own layer or a lower one (LAYERS, lowest first); 
 ``sa_utils`` imports the tiny world (it plugs itself in: ``sa_utils/plugins.py``); meters
 import no experiment; there is one batch-source module and one shipped-files shelf class.
 """
+
 from __future__ import annotations
 
 import ast
@@ -66,22 +67,35 @@ def test_no_module_imports_from_a_layer_above_it(path):
     if me == "sa_utils":
         return  # the curated API names modules lazily, by string
     mine = layer(me)
-    above = [f"line {line}: {m} (layer {layer(m)})" for line, m in imports(path)
-             if m not in ("sa_utils", "tinyworld") and layer(m) > mine]
+    above = [
+        f"line {line}: {m} (layer {layer(m)})"
+        for line, m in imports(path)
+        if m not in ("sa_utils", "tinyworld") and layer(m) > mine
+    ]
     assert not above, f"{me} (layer {mine}) imports from above it: {above}"
 
 
 def test_nothing_in_sa_utils_imports_the_tiny_world():
-    found = [f"{p.relative_to(ROOT)}:{line}" for p in MODULES if p.parts[len(ROOT.parts)] == "sa_utils"
-             for line, m in imports(p) if m.split(".")[0] == "tinyworld"]
+    found = [
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in MODULES
+        if p.parts[len(ROOT.parts)] == "sa_utils"
+        for line, m in imports(p)
+        if m.split(".")[0] == "tinyworld"
+    ]
     assert not found, f"sa_utils must reach the tiny world only through its plugin: {found}"
 
 
 def test_meters_import_no_experiment():
     for meter in ("memory", "metrics"):
         used = {m for _, m in imports(ROOT / "sa_utils" / "eval" / f"{meter}.py")}
-        bad = sorted(m for m in used if m.startswith(("sa_utils.core", "sa_utils.recipes", "sa_utils.sd",
-                                                      "sa_utils.training", "sa_utils.adapters.sd")))
+        bad = sorted(
+            m
+            for m in used
+            if m.startswith(
+                ("sa_utils.core", "sa_utils.recipes", "sa_utils.sd", "sa_utils.training", "sa_utils.adapters.sd")
+            )
+        )
         assert not bad, f"sa_utils.eval.{meter} is a meter; it imports experiments: {bad}"
 
 

@@ -1,11 +1,11 @@
 """The benchmark suite runs end to end at toy sizes (its numbers are checked by reading them, not here)."""
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import mnist_available
 
 ROOT = Path(__file__).resolve().parents[1]

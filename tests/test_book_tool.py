@@ -1,4 +1,5 @@
 """tools/book.py: which executed chapters may be reused, and its settings' checks (no chapter is run)."""
+
 from __future__ import annotations
 
 import json

@@ -24,6 +24,7 @@ page it checks:
 A full-page screenshot of every page is saved in ``_build/screenshots/`` (the CI artifact).
 Without Chromium or Playwright the test is skipped locally and fails in CI (``CI=true``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,7 +88,7 @@ def colab_url(notebook: str) -> str:
 def notebook_of_colab_url(url: str) -> Path | None:
     """Inverse of ``colab_url``: the repository file that a Colab link opens (None: another repository)."""
     prefix = colab_url("")
-    return ROOT / unquote(url[len(prefix):]) if url.startswith(prefix) else None
+    return ROOT / unquote(url[len(prefix) :]) if url.startswith(prefix) else None
 
 
 def figures_in(notebook: Path) -> int:
@@ -99,8 +100,10 @@ def figures_in(notebook: Path) -> int:
         tags = set(cell.get("metadata", {}).get("tags", []))
         if cell["cell_type"] != "code" or tags & {"remove-output", "remove-cell"}:
             continue
-        count += sum("image/png" in o.get("data", {}) and "scrapbook" not in o.get("metadata", {})
-                     for o in cell.get("outputs", []))
+        count += sum(
+            "image/png" in o.get("data", {}) and "scrapbook" not in o.get("metadata", {})
+            for o in cell.get("outputs", [])
+        )
     return count
 
 
@@ -115,7 +118,7 @@ class _Ids(html.parser.HTMLParser):
                 self.ids.add(value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def anchors(path: Path) -> frozenset[str]:
     parser = _Ids()
     parser.feed(path.read_text(encoding="utf-8", errors="replace"))
@@ -187,7 +190,8 @@ TYPESET_MATH = """async () => {
   const t0 = Date.now();
   while (!(window.MathJax && MathJax.startup && MathJax.startup.promise) && Date.now() - t0 < 30000)
     await new Promise(r => setTimeout(r, 100));
-  if (!(window.MathJax && MathJax.startup && MathJax.startup.promise)) return {math: math.length, script, loaded: false};
+  if (!(window.MathJax && MathJax.startup && MathJax.startup.promise))
+    return {math: math.length, script, loaded: false};
   await MathJax.startup.promise;
   const untypeset = [...math].filter(m => !m.querySelector("mjx-container")).map(m => m.textContent.slice(0, 80));
   const errors = [...document.querySelectorAll("mjx-merror")].map(e => e.textContent.slice(0, 80));
@@ -251,10 +255,23 @@ def test_page_renders_offline(doc, site, browser, request):
         problems.append(f"console error: {message.text} at {where}:{message.location.get('lineNumber')}")
 
     page.on("console", console)
-    page.on("requestfailed", lambda r: is_local(r.url) and not is_favicon(r.url)
-            and problems.append(f"local request failed: {r.url} ({r.failure})"))
-    page.on("response", lambda r: is_local(r.url) and r.status >= 400 and not is_favicon(r.url)
-            and problems.append(f"HTTP {r.status}: {r.url}"))
+    page.on(
+        "requestfailed",
+        lambda r: (
+            is_local(r.url)
+            and not is_favicon(r.url)
+            and problems.append(f"local request failed: {r.url} ({r.failure})")
+        ),
+    )
+    page.on(
+        "response",
+        lambda r: (
+            is_local(r.url)
+            and r.status >= 400
+            and not is_favicon(r.url)
+            and problems.append(f"HTTP {r.status}: {r.url}")
+        ),
+    )
 
     # The landing page is reached through index.html's redirect, as a reader would.
     url = site + ("index.html" if doc == TOC["root"] else f"{doc}.html")
@@ -290,7 +307,9 @@ def test_page_renders_offline(doc, site, browser, request):
     for link in facts["colab"]:
         target = notebook_of_colab_url(link)
         if target is None:
-            problems.append(f"Colab link outside this repository's {CONFIG['repository'].get('branch', 'main')} branch: {link}")
+            problems.append(
+                f"Colab link outside this repository's {CONFIG['repository'].get('branch', 'main')} branch: {link}"
+            )
         elif not (target.suffix == ".ipynb" and target.exists()):
             problems.append(f"Colab link to a notebook that is not in the repository: {link}")
         elif source.suffix == ".ipynb" and target != source:
@@ -313,8 +332,10 @@ def test_page_renders_offline(doc, site, browser, request):
         elif fragment and target.suffix == ".html" and fragment not in anchors(target):
             problems.append(f"broken anchor: {link}")
 
-    info = (f"{doc}: {math['math']} formulas, {len(images)} images ({facts['figures']} in outputs or figures), "
-            f"{len(facts['colab'])} Colab links")
+    info = (
+        f"{doc}: {math['math']} formulas, {len(images)} images ({facts['figures']} in outputs or figures), "
+        f"{len(facts['colab'])} Colab links"
+    )
     if facts["stderr"]:
         info += f", {len(facts['stderr'])} stderr outputs (not errors): {facts['stderr'][:2]}"
     if blocked:

@@ -3,15 +3,16 @@
 A student who swaps the base model in an exercise must get a Fisher and an SA run of *that* model,
 never the cached result of another one with the same recipe.
 """
+
 from __future__ import annotations
 
 import torch
-
 from conftest import TINY
-from sa_utils.recipes import mnist_vae
+
 from sa_utils.adapters import VAEAdapter
-from sa_utils.storage.checkpoint import tensors_digest, weights_digest
 from sa_utils.models import CVAE
+from sa_utils.recipes import mnist_vae
+from sa_utils.storage.checkpoint import tensors_digest, weights_digest
 
 
 def _cvae(seed: int) -> VAEAdapter:
@@ -33,7 +34,10 @@ def test_weights_digest_sees_one_changed_weight_and_buffers():
 def test_a_foreign_base_model_gets_its_own_fisher_and_run(cache):
     r = mnist_vae.recipe("quick", fisher_samples=40, fisher_batch=20, sa_batch=8, sa_steps=3)
     mine, foreign = _cvae(0), _cvae(1)
-    f_mine, f_foreign = mnist_vae.mnist_fisher(mine, r, progress=False), mnist_vae.mnist_fisher(foreign, r, progress=False)
+    f_mine, f_foreign = (
+        mnist_vae.mnist_fisher(mine, r, progress=False),
+        mnist_vae.mnist_fisher(foreign, r, progress=False),
+    )
     assert not all(torch.equal(f_mine.values[k], f_foreign.values[k]) for k in f_mine.values)
     assert len(list((cache / "mnist").glob("fisher-*.safetensors"))) == 2
     a, ra = mnist_vae.forget_digits(mine, r, 0, progress=False)

@@ -1,12 +1,18 @@
 import pytest
 import torch
-
 from conftest import mnist_available
-from sa_utils.storage.checkpoint import CheckpointError, load_model, optimizer_from_tensors, optimizer_to_tensors, save_model
-from sa_utils.data import DataNotFoundError, load_mnist
+
 from sa_utils.core.sources import DataSource
+from sa_utils.data import DataNotFoundError, load_mnist
 from sa_utils.models import CVAE
 from sa_utils.runtime import resolve_mode
+from sa_utils.storage.checkpoint import (
+    CheckpointError,
+    load_model,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    save_model,
+)
 
 
 @pytest.mark.skipif(not mnist_available(), reason="MNIST not in $SA_DATA_DIR")

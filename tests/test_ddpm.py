@@ -1,4 +1,5 @@
 """The class-conditional DDPM adapter of Part II on a tiny UNet: loss, sampler, Fisher, SA, training."""
+
 from __future__ import annotations
 
 import json
@@ -7,16 +8,15 @@ import warnings
 import pytest
 import torch
 
-from sa_utils.recipes import mnist_ddpm
 from sa_utils.adapters.ddpm import DDPMAdapter
 from sa_utils.core.amnesia import SAConfig, selective_amnesia
-from sa_utils.storage.checkpoint import CheckpointError
-from sa_utils.core.sources import DataSource
 from sa_utils.core.fisher import diagonal_fisher, sq_grad_sum_loop, sq_grad_sum_vmap
-from sa_utils.models.unet import UNetConfig, build_unet
 from sa_utils.core.replay import frozen_copy
-from sa_utils.core.sources import ForgetSource
+from sa_utils.core.sources import DataSource, ForgetSource
 from sa_utils.core.surrogates import uniform_noise
+from sa_utils.models.unet import UNetConfig, build_unet
+from sa_utils.recipes import mnist_ddpm
+from sa_utils.storage.checkpoint import CheckpointError
 from sa_utils.training import train_ddpm
 
 TINY_UNET = UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, attention_levels=(1,))
@@ -99,8 +99,9 @@ def test_sa_steps_change_only_trainable_parameters(tiny_ddpm):
     before = {n: p.detach().clone() for n, p in student.model.named_parameters()}
     forget = ForgetSource(uniform_noise((1, 28, 28)), 0, 4)
     replay = DataSource(pool_x, pool_c, 4)
-    res = selective_amnesia(student, forget, replay, sub, SAConfig(lmbda=10, steps=3, lr=1e-2, grad_clip=1.0),
-                            progress=False)
+    res = selective_amnesia(
+        student, forget, replay, sub, SAConfig(lmbda=10, steps=3, lr=1e-2, grad_clip=1.0), progress=False
+    )
     assert res.steps_done == 3
     for n, p in student.model.named_parameters():
         changed = not torch.equal(p, before[n])
@@ -166,6 +167,7 @@ def test_guidance_is_the_authors_convention(tiny_ddpm, monkeypatch):
         def step(eps, t, x, **kw):
             seen.append(eps)
             return orig(eps, t, x, **kw)
+
         s.step = step
         return s
 
@@ -200,11 +202,14 @@ def test_loss_sums_over_pixels_and_sa_averages_over_the_batch(tiny_ddpm):
     assert tiny_ddpm.batch_reduction == "mean"
 
 
-@pytest.mark.parametrize("x, says", [
-    (torch.rand(4, 3, 32, 32), r"shape \(4, 3, 32, 32\), this model needs \[N, 1, 28, 28\] \(1-channel 28x28"),
-    (torch.rand(4, 1, 28, 28) * 2 - 1, r"values in \[-[\d.]+, [\d.]+\]; this model needs \[0, 1\]"),
-    (torch.full((4, 1, 28, 28), float("nan")), r"3136 NaN"),
-])
+@pytest.mark.parametrize(
+    "x, says",
+    [
+        (torch.rand(4, 3, 32, 32), r"shape \(4, 3, 32, 32\), this model needs \[N, 1, 28, 28\] \(1-channel 28x28"),
+        (torch.rand(4, 1, 28, 28) * 2 - 1, r"values in \[-[\d.]+, [\d.]+\]; this model needs \[0, 1\]"),
+        (torch.full((4, 1, 28, 28), float("nan")), r"3136 NaN"),
+    ],
+)
 def test_images_of_another_dataset_are_refused_before_sa_or_the_fisher(tiny_ddpm, x, says):
     from sa_utils.core.amnesia import SAConfig, selective_amnesia
     from sa_utils.core.fisher import diagonal_fisher

@@ -1,5 +1,6 @@
 """The diffusion Fisher as the authors compute it: per sample, the gradient of the loss summed over
 all timesteps, squared. Batched (chunks of noised copies) against their one-timestep loop."""
+
 from __future__ import annotations
 
 import warnings
@@ -9,9 +10,9 @@ import torch
 
 from sa_utils.adapters.ddpm import DDPMAdapter
 from sa_utils.adapters.sd import StableDiffusionAdapter
-from sa_utils.storage.checkpoint import CheckpointError
 from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.models.unet import UNetConfig, build_unet
+from sa_utils.storage.checkpoint import CheckpointError
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 TINY_UNET = UNetConfig(block_out_channels=(8, 16), norm_num_groups=4, attention_levels=(1,))
@@ -24,8 +25,9 @@ def _rel(a: DiagonalFisher, b: DiagonalFisher) -> float:
     Tensors whose exact Fisher is zero (an attention key's bias cannot change a softmax) hold
     float noise ~1e-17 of the largest entries; their scale is floored at 1e-6 of the global one."""
     floor = 1e-6 * max(float(v.abs().max()) for v in b.values.values())
-    return max(float((a.values[k] - b.values[k]).abs().max()) / max(float(b.values[k].abs().max()), floor)
-               for k in b.values)
+    return max(
+        float((a.values[k] - b.values[k]).abs().max()) / max(float(b.values[k].abs().max()), floor) for k in b.values
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +51,9 @@ def test_batched_timestep_sum_equals_the_authors_loop(ddpm, samples, est):
     assert _rel(fast, ref) < 1e-5
     # the result does not depend on the chunk size or on how the samples are batched
     one_batch = [{k: torch.cat([s[k] for s in samples]) for k in ("x", "c")}]
-    other = diagonal_fisher(ddpm, one_batch, estimator=TimestepSum(k=est.k, chunk=5, cond_drop=est.cond_drop), seed=1,
-                            progress=False)
+    other = diagonal_fisher(
+        ddpm, one_batch, estimator=TimestepSum(k=est.k, chunk=5, cond_drop=est.cond_drop), seed=1, progress=False
+    )
     assert _rel(other, ref) < 1e-5
 
 
@@ -92,8 +95,13 @@ def test_tiny_sd_unet_batched_equals_loop():
     a.noise_scheduler = type(a.noise_scheduler).from_config(a.noise_scheduler.config, num_train_timesteps=T)
     a._init_schedule()
     c = a.encode_prompts(["a red ball", "a person with a hat"])
-    z = torch.randn(2, a.model.config.in_channels, a.model.config.sample_size, a.model.config.sample_size,
-                    generator=torch.Generator().manual_seed(0))
+    z = torch.randn(
+        2,
+        a.model.config.in_channels,
+        a.model.config.sample_size,
+        a.model.config.sample_size,
+        generator=torch.Generator().manual_seed(0),
+    )
     batch = [{"x": z, "c": c}]
     fast = diagonal_fisher(a, batch, estimator=TimestepSum(chunk=9), progress=False)
     ref = diagonal_fisher(a, batch, estimator=TimestepSum(), method="loop", progress=False)

@@ -17,7 +17,9 @@ def _setup(tiny_vae):
 
 def test_penalty_value_matches_the_formula(tiny_vae):
     params, fisher, ewc = _setup(tiny_vae)
-    expected = sum(float((fisher.values[n] * (p.detach() - ewc.anchor[i]).pow(2)).sum()) for i, (n, p) in enumerate(params.items()))
+    expected = sum(
+        float((fisher.values[n] * (p.detach() - ewc.anchor[i]).pow(2)).sum()) for i, (n, p) in enumerate(params.items())
+    )
     assert ewc.value() == pytest.approx(expected, rel=1e-5)
 
 

@@ -1,5 +1,6 @@
 """SA as the authors' code runs it: loss reductions owned by each adapter, the EWC-to-data ratio
 they imply, a Fisher that survives half precision, gradient accumulation and an EMA."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,9 +30,9 @@ def _authors_fisher(model, x, c, ab, gens):
         eps_all = torch.randn((T, *x.shape[1:]), generator=g)
         acc = [torch.zeros_like(p) for p in params]
         for t, eps in zip(t_all, eps_all):
-            x0 = x[b:b + 1] * 2 - 1
+            x0 = x[b : b + 1] * 2 - 1
             xt = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * eps[None]
-            loss = (eps[None] - model(xt, t[None], class_labels=c[b:b + 1]).sample).square().sum()
+            loss = (eps[None] - model(xt, t[None], class_labels=c[b : b + 1]).sample).square().sum()
             for a, gr in zip(acc, torch.autograd.grad(loss, params)):
                 a += gr
         for o, a in zip(out, acc):
@@ -47,12 +48,14 @@ def test_ewc_to_data_ratio_at_a_fixed_displacement_is_the_authors():
     fisher = diagonal_fisher(adapter, [{"x": xs, "c": cs}], estimator=TimestepSum(), seed=4, progress=False)
     ab = adapter.noise_scheduler.alphas_cumprod.float()
     ref = _authors_fisher(adapter.model, xs, cs, ab, [step_generator(4, b) for b in range(3)])
-    for (n, f), r in zip(fisher.values.items(), ref):
+    for f, r in zip(fisher.values.values(), ref):
         torch.testing.assert_close(f, r, rtol=1e-4, atol=1e-6 * float(max(v.max() for v in ref)))
 
     theta_star = {n: p.detach().clone() for n, p in adapter.model.named_parameters()}
-    d = {n: 1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, (n, p) in
-         enumerate(adapter.model.named_parameters())}
+    d = {
+        n: 1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(i))
+        for i, (n, p) in enumerate(adapter.model.named_parameters())
+    }
     with torch.no_grad():
         for n, p in adapter.model.named_parameters():
             p.add_(d[n])
@@ -60,18 +63,29 @@ def test_ewc_to_data_ratio_at_a_fixed_displacement_is_the_authors():
     x_r, c_r = torch.rand(4, 1, 28, 28, generator=g), torch.tensor([1, 2, 3, 10])
     lmbda, gamma = 10.0, 1.0
     cfg = SAConfig(lmbda=lmbda, gamma=gamma, steps=1, lr=0.0, log_every=1, seed=0)
-    res = selective_amnesia(adapter, lambda s: {"x": x_f, "c": c_f}, lambda s: {"x": x_r, "c": c_r}, fisher, cfg,
-                            anchor=theta_star, progress=False)
+    res = selective_amnesia(
+        adapter,
+        lambda s: {"x": x_f, "c": c_f},
+        lambda s: {"x": x_r, "c": c_r},
+        fisher,
+        cfg,
+        anchor=theta_star,
+        progress=False,
+    )
     row = res.history[0]
 
     # independently: the same noise draws, the authors' reductions (pixel sum, batch mean)
     gen = step_generator(104729, 0)
+
     def data_term(x, c):
         b = adapter.draw_noise({"x": x, "c": c}, gen)
         with torch.no_grad():
-            xt = ab[b["t"]].view(-1, 1, 1, 1).sqrt() * (x * 2 - 1) + (1 - ab[b["t"]]).view(-1, 1, 1, 1).sqrt() * b["eps"]
+            xt = (
+                ab[b["t"]].view(-1, 1, 1, 1).sqrt() * (x * 2 - 1) + (1 - ab[b["t"]]).view(-1, 1, 1, 1).sqrt() * b["eps"]
+            )
             pred = adapter.model(xt, b["t"], class_labels=c).sample
         return float((b["eps"] - pred).square().sum((1, 2, 3)).mean())
+
     want_f, want_r = data_term(x_f, c_f), data_term(x_r, c_r)
     want_ewc = sum(float((r * d[n].square()).sum()) for n, r in zip(fisher.values, ref))
     assert row["forget_loss"] == pytest.approx(want_f, rel=1e-4)
@@ -87,8 +101,13 @@ def test_half_precision_keeps_the_fisher():
     xs, cs = torch.rand(2, 1, 28, 28), torch.tensor([1, 2])
     fisher = diagonal_fisher(adapter, [{"x": xs, "c": cs}], estimator=TimestepSum(), progress=False)
     # spread the entries over as many decades as a real diffusion Fisher (MNIST DDPM: ~1e-14 .. 1e4)
-    wide = DiagonalFisher({n: v * 10.0 ** torch.randint(-14, 2, v.shape, generator=torch.Generator().manual_seed(1)).double()
-                           .float() for n, v in fisher.values.items()}, 2)
+    wide = DiagonalFisher(
+        {
+            n: v * 10.0 ** torch.randint(-14, 2, v.shape, generator=torch.Generator().manual_seed(1)).double().float()
+            for n, v in fisher.values.items()
+        },
+        2,
+    )
     params = adapter.trainable_parameters()
     full = EWCPenalty(params, wide)
     half = EWCPenalty(params, wide.to("cpu", torch.float16), dtype=torch.float16)
@@ -131,13 +150,23 @@ def test_gradient_accumulation_equals_the_large_batch():
     xf, cf = _data(8 * 3, 0)
     xr, cr = _data(8 * 3, 1)
     big = _Linear()
-    selective_amnesia(big, lambda s: {"x": xf[8 * s:8 * s + 8], "c": cf[8 * s:8 * s + 8]},
-                      lambda s: {"x": xr[8 * s:8 * s + 8], "c": cr[8 * s:8 * s + 8]}, None,
-                      SAConfig(lmbda=0, steps=3, lr=1e-2, log_every=1), progress=False)
+    selective_amnesia(
+        big,
+        lambda s: {"x": xf[8 * s : 8 * s + 8], "c": cf[8 * s : 8 * s + 8]},
+        lambda s: {"x": xr[8 * s : 8 * s + 8], "c": cr[8 * s : 8 * s + 8]},
+        None,
+        SAConfig(lmbda=0, steps=3, lr=1e-2, log_every=1),
+        progress=False,
+    )
     small = _Linear()
-    res = selective_amnesia(small, lambda m: {"x": xf[4 * m:4 * m + 4], "c": cf[4 * m:4 * m + 4]},
-                            lambda m: {"x": xr[4 * m:4 * m + 4], "c": cr[4 * m:4 * m + 4]}, None,
-                            SAConfig(lmbda=0, steps=3, lr=1e-2, log_every=1, grad_accum=2), progress=False)
+    res = selective_amnesia(
+        small,
+        lambda m: {"x": xf[4 * m : 4 * m + 4], "c": cf[4 * m : 4 * m + 4]},
+        lambda m: {"x": xr[4 * m : 4 * m + 4], "c": cr[4 * m : 4 * m + 4]},
+        None,
+        SAConfig(lmbda=0, steps=3, lr=1e-2, log_every=1, grad_accum=2),
+        progress=False,
+    )
     for a, b in zip(big.model.parameters(), small.model.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert len(res.history) == 3
@@ -150,20 +179,37 @@ def test_ema_is_the_average_of_the_raw_weights_and_resumes_exactly(tmp_path):
     raw = []
     start = [p.detach().clone() for p in a.model.parameters()]
     cfg = SAConfig(lmbda=0, gamma=0, steps=4, lr=1e-1, log_every=1, ema_decay=0.5, optimizer="adamw", weight_decay=0.01)
-    selective_amnesia(a, src, None, None, cfg, progress=False,
-                      on_step=lambda s, row: raw.append([p.detach().clone() for p in a.model.parameters()]))
+    selective_amnesia(
+        a,
+        src,
+        None,
+        None,
+        cfg,
+        progress=False,
+        on_step=lambda s, row: raw.append([p.detach().clone() for p in a.model.parameters()]),
+    )
     ema = start
     for r in raw:
         ema = [0.5 * e + 0.5 * x for e, x in zip(ema, r)]
     for p, e in zip(a.model.parameters(), ema):
         torch.testing.assert_close(p.detach(), e)
     b = _Linear()
-    selective_amnesia(b, src, None, None, SAConfig(**{**cfg.to_dict(), "steps": 2, "checkpoint_every": 1}),
-                      run_dir=tmp_path, progress=False)
+    selective_amnesia(
+        b,
+        src,
+        None,
+        None,
+        SAConfig(**{**cfg.to_dict(), "steps": 2, "checkpoint_every": 1}),
+        run_dir=tmp_path,
+        progress=False,
+    )
     c = _Linear()
-    selective_amnesia(c, src, None, None, SAConfig(**{**cfg.to_dict(), "checkpoint_every": 1}), run_dir=tmp_path,
-                      progress=False)
+    selective_amnesia(
+        c, src, None, None, SAConfig(**{**cfg.to_dict(), "checkpoint_every": 1}), run_dir=tmp_path, progress=False
+    )
     for p, q in zip(a.model.parameters(), c.model.parameters()):
         torch.testing.assert_close(p, q)
     with pytest.raises(ValueError, match="ema_decay"):
-        selective_amnesia(_Linear(), src, None, None, SAConfig(lmbda=0, gamma=0, steps=1, ema_decay=1.5), progress=False)
+        selective_amnesia(
+            _Linear(), src, None, None, SAConfig(lmbda=0, gamma=0, steps=1, ema_decay=1.5), progress=False
+        )

@@ -2,11 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from sa_utils.adapters import GenerativeAdapter
-from sa_utils.storage.checkpoint import CheckpointError, save_tensors
+from sa_utils.adapters import GenerativeAdapter, VAEAdapter
 from sa_utils.core.fisher import DiagonalFisher, diagonal_fisher, linear_eligible, sq_grad_sum_loop
 from sa_utils.models import CVAE, CVAEConfig
-from sa_utils.adapters import VAEAdapter
+from sa_utils.storage.checkpoint import CheckpointError, save_tensors
 
 
 def _max_rel(a: dict, b: dict) -> float:
@@ -38,10 +37,18 @@ def test_auto_picks_linear_for_the_cvae_and_vmap_otherwise(tiny_vae):
     assert not linear_eligible(conv)
     fisher = diagonal_fisher(conv, [{"x": torch.rand(6, 1, 8, 8), "c": torch.arange(6) % 2}], progress=False)
     assert fisher.metadata["method"] == "vmap"
-    ref = diagonal_fisher(conv, [{"x": torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
-                                  "c": torch.arange(6) % 2}], method="loop", progress=False)
-    fast = diagonal_fisher(conv, [{"x": torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
-                                   "c": torch.arange(6) % 2}], method="vmap", progress=False)
+    ref = diagonal_fisher(
+        conv,
+        [{"x": torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)), "c": torch.arange(6) % 2}],
+        method="loop",
+        progress=False,
+    )
+    fast = diagonal_fisher(
+        conv,
+        [{"x": torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0)), "c": torch.arange(6) % 2}],
+        method="vmap",
+        progress=False,
+    )
     assert _max_rel(fast.values, ref.values) < 1e-5
 
 
@@ -75,7 +82,9 @@ def test_reference_loop_equals_a_hand_computed_gradient():
     """The loop is the reference: check it against autograd on one sample by hand."""
     torch.manual_seed(0)
     adapter = VAEAdapter(CVAE(CVAEConfig(h_dims=(8, 4), z_dim=2)))
-    batch = adapter.draw_noise({"x": torch.rand(2, 1, 28, 28), "c": torch.tensor([1, 7])}, torch.Generator().manual_seed(0))
+    batch = adapter.draw_noise(
+        {"x": torch.rand(2, 1, 28, 28), "c": torch.tensor([1, 7])}, torch.Generator().manual_seed(0)
+    )
     sums = sq_grad_sum_loop(adapter, batch)
     w = adapter.model.dec3.weight
     g0 = torch.autograd.grad(adapter.loss({k: v[:1] for k, v in batch.items()}).sum(), w)[0]

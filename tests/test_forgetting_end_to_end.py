@@ -1,12 +1,13 @@
 """End to end on real MNIST: SA forgets digit 0 of the shipped theta* and keeps 1-9; the training path
 that made the shipped CVAE and classifier still trains, caches and reloads."""
+
 import pytest
 import torch
-
 from conftest import mnist_available
-from sa_utils.storage import shipped
-from sa_utils.recipes import mnist_vae
+
 from sa_utils.eval.metrics import evaluate_forgetting
+from sa_utils.recipes import mnist_vae
+from sa_utils.storage import shipped
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not mnist_available(), reason="MNIST not in $SA_DATA_DIR")]
 

@@ -6,14 +6,15 @@ under the CompVis name written out independently below (the inverse of the renam
 import relies on), so the test sees every value land on its own parameter. Nothing is
 downloaded; the command line runs on a tiny pipeline saved to a folder.
 """
+
 from __future__ import annotations
 
 import collections
 import datetime
 import io
 import os
-import re
 import pickle
+import re
 import subprocess
 import uuid
 from pathlib import Path
@@ -23,14 +24,30 @@ import torch
 
 from sa_utils.core.fisher import DiagonalFisher
 from sa_utils.sd.__main__ import main as sd_main
-from sa_utils.sd.import_fisher import (CONVERTER, FisherImportError, UnsafePickleError, import_authors_fisher,
-                                       restricted_load)
+from sa_utils.sd.import_fisher import (
+    CONVERTER,
+    FisherImportError,
+    UnsafePickleError,
+    import_authors_fisher,
+    restricted_load,
+)
 
 # ------------------------------------------------------------------ the authors' names, written out
-_TOP = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
-        "time_embedding.linear_2": "time_embed.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
-_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-           "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_TOP = {
+    "conv_in": "input_blocks.0.0",
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 
 
 def _resnet(rest: list[str]) -> str:
@@ -42,7 +59,7 @@ def compvis_name(name: str, unet) -> str:
     per = unet.config.layers_per_block + 1  # CompVis blocks per level: the layers, then the down/up sampler
     for ours, theirs in _TOP.items():
         if name.startswith(ours + "."):
-            return theirs + name[len(ours):]
+            return theirs + name[len(ours) :]
     p = name.split(".")
     if p[0] == "down_blocks":
         b = int(p[1])
@@ -60,7 +77,9 @@ def compvis_name(name: str, unet) -> str:
             slot = 2 if hasattr(unet.up_blocks[b], "attentions") else 1
             return f"output_blocks.{b * per + per - 1}.{slot}.conv.{p[-1]}"
         i = b * per + int(p[3])
-        return f"output_blocks.{i}.0.{_resnet(p[4:])}" if p[2] == "resnets" else f"output_blocks.{i}.1." + ".".join(p[4:])
+        return (
+            f"output_blocks.{i}.0.{_resnet(p[4:])}" if p[2] == "resnets" else f"output_blocks.{i}.1." + ".".join(p[4:])
+        )
     raise AssertionError(f"no CompVis name for {name}")
 
 
@@ -95,8 +114,13 @@ def unet():
 # ------------------------------------------------------------------ safe loading
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_restricted_load_reads_dicts_of_tensors_under_every_protocol(protocol):
-    d = {"w": torch.arange(6.0).reshape(2, 3).t(), "h": torch.ones(3, dtype=torch.float16),
-         "p": torch.nn.Parameter(torch.rand(2, 2)), "g": torch.ones(2, requires_grad=True), "s": torch.tensor(2.5)}
+    d = {
+        "w": torch.arange(6.0).reshape(2, 3).t(),
+        "h": torch.ones(3, dtype=torch.float16),
+        "p": torch.nn.Parameter(torch.rand(2, 2)),
+        "g": torch.ones(2, requires_grad=True),
+        "s": torch.tensor(2.5),
+    }
     for obj in (d, collections.OrderedDict(d)):
         got = restricted_load(io.BytesIO(pickle.dumps(obj, protocol=protocol)))
         assert list(got) == list(d)
@@ -171,13 +195,16 @@ def test_an_unknown_global_is_refused_by_name(tmp_path):
         restricted_load(io.BytesIO(pickle.dumps({"c": collections.Counter("ab")})))
 
 
-@pytest.mark.parametrize("obj, match", [
-    ([torch.ones(2)], "holds a list, not a dict"),
-    ({"a": {"b": torch.ones(2)}}, "nested container"),
-    ({"a": [torch.ones(2)]}, "nested container"),
-    ({"a": 3.0}, "a float, not a tensor"),
-    ({1: torch.ones(2)}, "parameter names are strings"),
-])
+@pytest.mark.parametrize(
+    "obj, match",
+    [
+        ([torch.ones(2)], "holds a list, not a dict"),
+        ({"a": {"b": torch.ones(2)}}, "nested container"),
+        ({"a": [torch.ones(2)]}, "nested container"),
+        ({"a": 3.0}, "a float, not a tensor"),
+        ({1: torch.ones(2)}, "parameter names are strings"),
+    ],
+)
 def test_anything_but_one_flat_dict_of_tensors_is_refused(obj, match):
     with pytest.raises(FisherImportError, match=match):
         restricted_load(io.BytesIO(pickle.dumps(obj)))
@@ -209,22 +236,28 @@ def test_every_value_lands_on_its_diffusers_parameter(prefix, unet, tmp_path):
 def test_sd14_sized_unet_maps_completely():
     # SD v1.4's real shapes on the meta device (no memory): all 686 UNet tensors, and a few names
     # as they appear in sd-v1-4.ckpt
-    from sa_utils.sd.import_fisher import check_against_unet, convert_keys
     from sa_utils.models.sd_configs import build_unet_from_config, sd14_unet_config
+    from sa_utils.sd.import_fisher import check_against_unet, convert_keys
 
     big = build_unet_from_config(sd14_unet_config(), device="meta")
-    fisher = {f"diffusion_model.{compvis_name(n, big)}": torch.empty(p.shape, device="meta")
-              for n, p in big.named_parameters()}
+    fisher = {
+        f"diffusion_model.{compvis_name(n, big)}": torch.empty(p.shape, device="meta")
+        for n, p in big.named_parameters()
+    }
     converted, unused = convert_keys(fisher, big.config)
     values = check_against_unet(converted, big, unused)
     assert len(values) == len(fisher) == 686 and not unused
-    known = {"input_blocks.3.0.op.weight": ("down_blocks.0.downsamplers.0.conv.weight", (320, 320, 3, 3)),
-             "input_blocks.1.1.proj_in.weight": ("down_blocks.0.attentions.0.proj_in.weight", (320, 320, 1, 1)),
-             "output_blocks.2.1.conv.weight": ("up_blocks.0.upsamplers.0.conv.weight", (1280, 1280, 3, 3)),
-             "output_blocks.5.2.conv.weight": ("up_blocks.1.upsamplers.0.conv.weight", (1280, 1280, 3, 3)),
-             "middle_block.1.transformer_blocks.0.attn2.to_k.weight":
-                 ("mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", (1280, 768)),
-             "time_embed.0.weight": ("time_embedding.linear_1.weight", (1280, 320))}
+    known = {
+        "input_blocks.3.0.op.weight": ("down_blocks.0.downsamplers.0.conv.weight", (320, 320, 3, 3)),
+        "input_blocks.1.1.proj_in.weight": ("down_blocks.0.attentions.0.proj_in.weight", (320, 320, 1, 1)),
+        "output_blocks.2.1.conv.weight": ("up_blocks.0.upsamplers.0.conv.weight", (1280, 1280, 3, 3)),
+        "output_blocks.5.2.conv.weight": ("up_blocks.1.upsamplers.0.conv.weight", (1280, 1280, 3, 3)),
+        "middle_block.1.transformer_blocks.0.attn2.to_k.weight": (
+            "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+            (1280, 768),
+        ),
+        "time_embed.0.weight": ("time_embedding.linear_1.weight", (1280, 320)),
+    }
     for theirs, (ours, shape) in known.items():  # the names written out above agree with the real checkpoint's
         assert compvis_name(ours, big) == theirs and tuple(values[ours].shape) == shape, ours
 
@@ -239,8 +272,9 @@ def test_linear_projections_take_a_1x1_convolution_fisher(unet, tmp_path):
     # the same UNet with proj_in / proj_out as linear layers: [C, C, 1, 1] values fit [C, C] entry for entry
     from sa_utils.models.sd_configs import build_unet_from_config, sd_small_unet_config
 
-    linear = build_unet_from_config({**sd_small_unet_config(width=8, cross_attention_dim=16, sample_size=8),
-                                     "use_linear_projection": True})
+    linear = build_unet_from_config(
+        {**sd_small_unet_config(width=8, cross_attention_dim=16, sample_size=8), "use_linear_projection": True}
+    )
     path = write_pickle(authors_dict(unet), tmp_path / "conv.pkl")
     got = import_authors_fisher(path, linear, tmp_path / "linear.safetensors").values
     name = "down_blocks.0.attentions.0.proj_in.weight"
@@ -297,7 +331,19 @@ def test_the_import_fisher_command_on_a_saved_pipeline(tmp_path, capsys):
 
     marker = _pwned()
     evil = write_pickle({"x": _Call(os.system, f"touch {marker}")}, tmp_path / "evil.pkl")
-    assert sd_main(["import-fisher", "--fisher_pkl", str(evil), "--pretrained_model_name_or_path", str(folder),
-                    "--output_dir", str(tmp_path / "evil-run")]) == 2
+    assert (
+        sd_main(
+            [
+                "import-fisher",
+                "--fisher_pkl",
+                str(evil),
+                "--pretrained_model_name_or_path",
+                str(folder),
+                "--output_dir",
+                str(tmp_path / "evil-run"),
+            ]
+        )
+        == 2
+    )
     assert re.search(f"refused to unpickle.*'{os.system.__module__}.system'", capsys.readouterr().err)
     assert not marker.exists() and not (tmp_path / "evil-run").exists()

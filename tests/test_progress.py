@@ -1,4 +1,5 @@
 """sa_utils.progress: widgets for people, whole text lines for unattended (papermill) runs."""
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,13 @@ def test_auto_mode_is_tqdm_auto(monkeypatch):
     assert isinstance(bar, tqdm)
 
 
-@pytest.mark.parametrize("name,value,word", [("SA_PROGRESS", "widgets", "SA_PROGRESS='widgets'"),
-                                             ("SA_PROGRESS_SECONDS", "soon", "SA_PROGRESS_SECONDS='soon'")])
+@pytest.mark.parametrize(
+    "name,value,word",
+    [
+        ("SA_PROGRESS", "widgets", "SA_PROGRESS='widgets'"),
+        ("SA_PROGRESS_SECONDS", "soon", "SA_PROGRESS_SECONDS='soon'"),
+    ],
+)
 def test_bad_progress_settings_are_named(monkeypatch, name, value, word):
     monkeypatch.setenv("SA_PROGRESS", "text")
     monkeypatch.setenv(name, value)

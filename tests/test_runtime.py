@@ -1,5 +1,6 @@
 """Which mode a chapter runs in when nobody says: Part I goes full on a GPU, Parts II and III
 stay quick until full mode is asked for (issue 14: their full modes take hours and Hub weights)."""
+
 from __future__ import annotations
 
 import pytest

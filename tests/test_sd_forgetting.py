@@ -4,6 +4,7 @@ Runs after tests/test_book.py executed chapters 8 and 9, so the SA runs and the 
 images come from the cache in seconds; alone, this file computes them (several minutes: the
 quick recipe's Fisher is a 20-timestep stratified sum, about 0.15 s per replay image).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -37,8 +38,9 @@ def test_forgetting_an_identity_meets_the_done_criterion(quick):
     fisher = stable_diffusion.sd_fisher(pipe, r, replay, progress=False)
     assert fisher.estimator == r.fisher_estimator().name  # the recipe's estimator (quick: stratified, 20 timesteps)
     run = stable_diffusion.forget(r, task.forget_prompts, sur, replay, fisher, "full", progress=False)
-    rates = stable_diffusion.evaluate_task({"base": pipe, run.key: run.pipeline}, r, task, stable_diffusion.task_detectors(r, task),
-                                 progress=False)
+    rates = stable_diffusion.evaluate_task(
+        {"base": pipe, run.key: run.pipeline}, r, task, stable_diffusion.task_detectors(r, task), progress=False
+    )
     before, after = rates["base"], rates[run.key]
     mine = [k for k, who in task.readings.items() if who == task.target]
     n = {k: len(task.prompt_sets[k]) for k in mine}
@@ -56,8 +58,15 @@ def test_forgetting_the_attribute_halves_it_unnamed_and_lowers_it_named(quick):
     clean = stable_diffusion.filtered_set(r, replay, detect["attribute"], "attribute detector")
     sur = stable_diffusion.surrogate_set(pipe, r, task.surrogate_prompt, progress=False)
     # the task itself: its comma-separated caption is a pool of prompts, and it may carry its own steps
-    run = stable_diffusion.forget(r, task, sur, clean, stable_diffusion.sd_fisher(pipe, r, clean, progress=False),
-                        task.train_method, progress=False)
+    run = stable_diffusion.forget(
+        r,
+        task,
+        sur,
+        clean,
+        stable_diffusion.sd_fisher(pipe, r, clean, progress=False),
+        task.train_method,
+        progress=False,
+    )
     assert run.settings["forget_pool"] == task.forget_pool and len(task.forget_pool) > 1
     rates = stable_diffusion.evaluate_task({"base": pipe, run.key: run.pipeline}, r, task, detect, progress=False)
     before, after = rates["base"], rates[run.key]

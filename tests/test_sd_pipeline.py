@@ -3,6 +3,7 @@
 Nothing is downloaded: the pipeline is built with random weights and saved to a folder,
 and every command loads it from there (``local_files_only``), as it would load SD v1.4.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,21 +12,19 @@ import re
 import subprocess
 import sys
 import warnings
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from sa_utils.adapters.sd import StableDiffusionAdapter, select_trainable
 from sa_utils.core.amnesia import SAConfig
-from sa_utils.storage.checkpoint import CheckpointError
 from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
 from sa_utils.sd.__main__ import main as sd_main
 from sa_utils.sd.common import RunFolderError, load_pipeline
 from sa_utils.sd.imagesets import load_image_set
-from sa_utils.storage.checkpoint import load_tensors
+from sa_utils.storage.checkpoint import CheckpointError, load_tensors
 
 warnings.filterwarnings("ignore", message=".*batching rule.*")
 FAST = ["--num_inference_steps", "2", "--guidance_scale", "3", "--no_progress"]
@@ -46,10 +45,42 @@ def sets(tiny_model, tmp_path_factory) -> dict[str, Path]:
     prompts = root / "replay.txt"
     prompts.write_text("# generic prompts\na red ball\na tree on a hill\n\na person at the beach\na blue car\n")
     m = ["--pretrained_model_name_or_path", str(tiny_model)]
-    assert sd_main(["images", *m, "--prompts_file", str(prompts), "--num_images_per_prompt", "2", "--shard_size", "3",
-                    "--batch_size", "2", "--output_dir", str(root / "replay"), *FAST]) == 0
-    assert sd_main(["images", *m, "--prompt", "a person with a hat", "--num_images_per_prompt", "4",
-                    "--output_dir", str(root / "surrogate"), *FAST]) == 0
+    assert (
+        sd_main(
+            [
+                "images",
+                *m,
+                "--prompts_file",
+                str(prompts),
+                "--num_images_per_prompt",
+                "2",
+                "--shard_size",
+                "3",
+                "--batch_size",
+                "2",
+                "--output_dir",
+                str(root / "replay"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert (
+        sd_main(
+            [
+                "images",
+                *m,
+                "--prompt",
+                "a person with a hat",
+                "--num_images_per_prompt",
+                "4",
+                "--output_dir",
+                str(root / "surrogate"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return {"replay": root / "replay", "surrogate": root / "surrogate", "root": root}
 
 
@@ -85,11 +116,35 @@ def test_image_sets_are_sharded_seeded_and_refuse_other_settings(sets, tiny_mode
     assert images.shape[0] == 8 and len(prompts) == 8 and prompts[:2] == ["a red ball"] * 2
     assert len(list(sets["replay"].glob("images-*.safetensors"))) == 3
     with pytest.raises(RunFolderError, match="other settings"):  # --debug: the exception itself
-        sd_main(["--debug", "images", "--pretrained_model_name_or_path", str(tiny_model), "--prompt", "a cat",
-                 "--output_dir", str(sets["replay"]), *FAST])
+        sd_main(
+            [
+                "--debug",
+                "images",
+                "--pretrained_model_name_or_path",
+                str(tiny_model),
+                "--prompt",
+                "a cat",
+                "--output_dir",
+                str(sets["replay"]),
+                *FAST,
+            ]
+        )
     # without --debug a user error is one line on stderr and exit status 2, like argparse
-    assert sd_main(["images", "--pretrained_model_name_or_path", str(tiny_model), "--prompt", "a cat",
-                    "--output_dir", str(sets["replay"]), *FAST]) == 2
+    assert (
+        sd_main(
+            [
+                "images",
+                "--pretrained_model_name_or_path",
+                str(tiny_model),
+                "--prompt",
+                "a cat",
+                "--output_dir",
+                str(sets["replay"]),
+                *FAST,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()  # (progress bars of the pipeline's loading come first)
     assert err[-1].startswith("python -m sa_utils.sd images: error:") and "other settings" in err[-1]
     assert not any("Traceback" in line for line in err) and sum("error:" in line for line in err) == 1
@@ -99,18 +154,48 @@ def test_image_sets_are_sharded_seeded_and_refuse_other_settings(sets, tiny_mode
     shard.unlink()
     with pytest.raises(FileNotFoundError, match="unfinished"):
         load_image_set(sets["replay"])
-    sd_main(["images", "--pretrained_model_name_or_path", str(tiny_model), "--prompts_file",
-             str(sets["root"] / "replay.txt"), "--num_images_per_prompt", "2", "--shard_size", "3", "--batch_size", "2",
-             "--output_dir", str(sets["replay"]), *FAST])
+    sd_main(
+        [
+            "images",
+            "--pretrained_model_name_or_path",
+            str(tiny_model),
+            "--prompts_file",
+            str(sets["root"] / "replay.txt"),
+            "--num_images_per_prompt",
+            "2",
+            "--shard_size",
+            "3",
+            "--batch_size",
+            "2",
+            "--output_dir",
+            str(sets["replay"]),
+            *FAST,
+        ]
+    )
     assert torch.equal(load_image_set(sets["replay"])[0], before)
 
 
 def _fisher(tiny_model, replay, out, extra=()):
     """The Fisher step with a cheap stratified estimator (5 timesteps per image) unless ``extra`` names one."""
     timesteps = [] if "--timesteps" in extra else ["--timesteps", "5"]
-    return sd_main(["fisher", "--pretrained_model_name_or_path", str(tiny_model), "--replay_dir", str(replay),
-                    "--output_dir", str(out), "--chunk_size", "3", "--checkpointing_steps", "1", *timesteps, *extra,
-                    *FAST])
+    return sd_main(
+        [
+            "fisher",
+            "--pretrained_model_name_or_path",
+            str(tiny_model),
+            "--replay_dir",
+            str(replay),
+            "--output_dir",
+            str(out),
+            "--chunk_size",
+            "3",
+            "--checkpointing_steps",
+            "1",
+            *timesteps,
+            *extra,
+            *FAST,
+        ]
+    )
 
 
 @pytest.mark.slow
@@ -123,20 +208,56 @@ def test_fisher_resumes_and_two_processes_equal_one(sets, tiny_model, tmp_path):
 
     adapter = StableDiffusionAdapter(load_pipeline(tiny_model), "full")
     est = TimestepSum(k=5)
-    assert sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, max_chunks=2,
-                     progress=False, estimator=est) is None
+    assert (
+        sd_fisher(
+            adapter,
+            sets["replay"],
+            tmp_path / "f3",
+            chunk_size=3,
+            checkpointing_steps=1,
+            max_chunks=2,
+            progress=False,
+            estimator=est,
+        )
+        is None
+    )
     assert not (tmp_path / "f3" / "fisher.safetensors").exists()
-    resumed = sd_fisher(adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, progress=False,
-                        estimator=est)
+    resumed = sd_fisher(
+        adapter, sets["replay"], tmp_path / "f3", chunk_size=3, checkpointing_steps=1, progress=False, estimator=est
+    )
     for k in one.values:
         torch.testing.assert_close(resumed.values[k], one.values[k], rtol=1e-6, atol=1e-12)
     # two CPU processes with accelerate
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # accelerate's multi-process launcher (torchrun underneath) also runs CPU processes (gloo)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sa_utils.sd", "fisher",
-           "--pretrained_model_name_or_path", str(tiny_model), "--replay_dir", str(sets["replay"]),
-           "--output_dir", str(tmp_path / "f2"), "--chunk_size", "3", "--timesteps", "5", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "sa_utils.sd",
+        "fisher",
+        "--pretrained_model_name_or_path",
+        str(tiny_model),
+        "--replay_dir",
+        str(sets["replay"]),
+        "--output_dir",
+        str(tmp_path / "f2"),
+        "--chunk_size",
+        "3",
+        "--timesteps",
+        "5",
+        *FAST,
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     two = DiagonalFisher.load(tmp_path / "f2" / "fisher.safetensors", estimator="stratified-5")
@@ -149,11 +270,32 @@ def test_fisher_resumes_and_two_processes_equal_one(sets, tiny_model, tmp_path):
 @pytest.mark.slow
 def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
     _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
-    args = ["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "Orla Brisk",
-            "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
-            "--fisher_path", str(tmp_path / "fisher"), "--train_method", "full", "--lmbda", "10",
-            "--learning_rate", "1e-3", "--train_batch_size", "2", "--checkpointing_steps", "2",
-            "--output_dir", str(tmp_path / "forget"), *FAST]
+    args = [
+        "forget",
+        "--pretrained_model_name_or_path",
+        str(tiny_model),
+        "--forget_prompt",
+        "Orla Brisk",
+        "--surrogate_dir",
+        str(sets["surrogate"]),
+        "--replay_dir",
+        str(sets["replay"]),
+        "--fisher_path",
+        str(tmp_path / "fisher"),
+        "--train_method",
+        "full",
+        "--lmbda",
+        "10",
+        "--learning_rate",
+        "1e-3",
+        "--train_batch_size",
+        "2",
+        "--checkpointing_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / "forget"),
+        *FAST,
+    ]
     assert sd_main([*args, "--max_train_steps", "3"]) == 0
     out = tmp_path / "forget" / "pipeline"
     after = load_pipeline(out)
@@ -176,9 +318,25 @@ def test_forget_evaluate_and_resume(sets, tiny_model, tmp_path):
     # evaluation: grids and results for two pipelines and two prompt sets
     (tmp_path / "forget.txt").write_text("Orla Brisk\nOrla Brisk at the beach\n")
     (tmp_path / "other.txt").write_text("a red ball\n")
-    assert sd_main(["evaluate", "--pipeline", f"before={tiny_model}", "--pipeline", f"after={out}",
-                    "--prompt_set", f"forget={tmp_path / 'forget.txt'}", "--prompt_set", f"other={tmp_path / 'other.txt'}",
-                    "--output_dir", str(tmp_path / "eval"), *FAST]) == 0
+    assert (
+        sd_main(
+            [
+                "evaluate",
+                "--pipeline",
+                f"before={tiny_model}",
+                "--pipeline",
+                f"after={out}",
+                "--prompt_set",
+                f"forget={tmp_path / 'forget.txt'}",
+                "--prompt_set",
+                f"other={tmp_path / 'other.txt'}",
+                "--output_dir",
+                str(tmp_path / "eval"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert res["after"]["forget"]["n_images"] == 2
     assert (tmp_path / "eval" / "grid-forget.png").exists()
@@ -190,7 +348,9 @@ def test_shipping_a_pipeline_checks_every_file(tiny_model, tmp_path, monkeypatch
     from tinyworld import pipeline as tw
     from tinyworld import shipped
 
-    spec = importlib.util.spec_from_file_location("ship_tiny_sd", Path(__file__).parents[1] / "scripts" / "ship_tiny_sd.py")
+    spec = importlib.util.spec_from_file_location(
+        "ship_tiny_sd", Path(__file__).parents[1] / "scripts" / "ship_tiny_sd.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
@@ -207,6 +367,7 @@ def test_shipping_a_pipeline_checks_every_file(tiny_model, tmp_path, monkeypatch
 
 
 # -- filtering a set, NudeNet, the safety checker, CLIP ------------------------------------------
+
 
 def test_filter_keeps_exactly_the_unflagged_images(sets, tmp_path):
     from sa_utils.sd.imagesets import filter_image_set, safety_flags
@@ -237,8 +398,21 @@ def test_nudenet_labels_and_filter_command(sets, tmp_path):
     images = load_image_set(sets["replay"])[0]
     assert nudenet_counts(images) == dict.fromkeys(NUDENET_EXPOSED, 0)
     assert not nudenet_detector(images).any()
-    assert sd_main(["filter", "--image_dir", str(sets["replay"]), "--detector", "nudenet",
-                    "--output_dir", str(tmp_path / "clean"), "--no_progress"]) == 0
+    assert (
+        sd_main(
+            [
+                "filter",
+                "--image_dir",
+                str(sets["replay"]),
+                "--detector",
+                "nudenet",
+                "--output_dir",
+                str(tmp_path / "clean"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     assert len(load_image_set(tmp_path / "clean")[0]) == len(images)
 
 
@@ -246,8 +420,11 @@ def _tiny_clip_config():
     from transformers import CLIPConfig
 
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
-    return CLIPConfig(text_config={**small, "max_position_embeddings": 77},
-                      vision_config={**small, "image_size": 32, "patch_size": 8}, projection_dim=16)
+    return CLIPConfig(
+        text_config={**small, "max_position_embeddings": 77},
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
 
 
 def test_safety_checker_blacks_out_display_and_flags_generation(tiny_model):
@@ -294,8 +471,10 @@ def test_clip_detector_on_a_local_model(tmp_path):
 
     torch.manual_seed(0)
     CLIPModel(_tiny_clip_config()).save_pretrained(tmp_path / "clip")
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                         tokenizer=clip_tokenizer())
+    proc = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=clip_tokenizer(),
+    )
     proc.save_pretrained(tmp_path / "clip")
     detect = clip_detector("brad pitt", ["a middle aged man", "angelina jolie"], model_id=str(tmp_path / "clip"))
     hits = detect(torch.rand(5, 3, 32, 32))
@@ -311,11 +490,38 @@ def test_forget_with_the_memory_flags(sets, tiny_model, tmp_path):
     pipeline whose UNet moved; the run's settings record the choices (and the default optimizer,
     the authors' AdamW with weight decay 0.01, without EMA)."""
     _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
-    assert sd_main(["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "Orla Brisk",
-                    "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
-                    "--fisher_path", str(tmp_path / "fisher"), "--max_train_steps", "2", "--train_batch_size", "2",
-                    "--learning_rate", "1e-3", "--gradient_checkpointing", "--mixed_precision", "bf16",
-                    "--ewc_dtype", "float16", "--output_dir", str(tmp_path / "forget"), *FAST]) == 0
+    assert (
+        sd_main(
+            [
+                "forget",
+                "--pretrained_model_name_or_path",
+                str(tiny_model),
+                "--forget_prompt",
+                "Orla Brisk",
+                "--surrogate_dir",
+                str(sets["surrogate"]),
+                "--replay_dir",
+                str(sets["replay"]),
+                "--fisher_path",
+                str(tmp_path / "fisher"),
+                "--max_train_steps",
+                "2",
+                "--train_batch_size",
+                "2",
+                "--learning_rate",
+                "1e-3",
+                "--gradient_checkpointing",
+                "--mixed_precision",
+                "bf16",
+                "--ewc_dtype",
+                "float16",
+                "--output_dir",
+                str(tmp_path / "forget"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     after, base = load_pipeline(tmp_path / "forget" / "pipeline"), load_pipeline(tiny_model)
     assert after.unet.dtype == torch.float32  # master weights stay float32 under autocast
     assert any(not torch.equal(p, q) for p, q in zip(after.unet.parameters(), base.unet.parameters()))
@@ -332,11 +538,39 @@ def test_forget_with_the_authors_optimizer_flags(sets, tiny_model, tmp_path):
     from sa_utils.storage.checkpoint import read_metadata
 
     _fisher(tiny_model, sets["replay"], tmp_path / "fisher")
-    args = ["forget", "--pretrained_model_name_or_path", str(tiny_model), "--forget_prompt", "spotted, dotted",
-            "--forget_prompt", "Orla Brisk", "--surrogate_dir", str(sets["surrogate"]), "--replay_dir", str(sets["replay"]),
-            "--fisher_path", str(tmp_path / "fisher"), "--fisher_estimator", "5", "--max_train_steps", "2",
-            "--train_batch_size", "2", "--gradient_accumulation_steps", "2", "--learning_rate", "1e-4", "--scale_lr",
-            "--optimizer", "adam", "--ema_decay", "0.5", "--output_dir", str(tmp_path / "forget"), *FAST]
+    args = [
+        "forget",
+        "--pretrained_model_name_or_path",
+        str(tiny_model),
+        "--forget_prompt",
+        "spotted, dotted",
+        "--forget_prompt",
+        "Orla Brisk",
+        "--surrogate_dir",
+        str(sets["surrogate"]),
+        "--replay_dir",
+        str(sets["replay"]),
+        "--fisher_path",
+        str(tmp_path / "fisher"),
+        "--fisher_estimator",
+        "5",
+        "--max_train_steps",
+        "2",
+        "--train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "2",
+        "--learning_rate",
+        "1e-4",
+        "--scale_lr",
+        "--optimizer",
+        "adam",
+        "--ema_decay",
+        "0.5",
+        "--output_dir",
+        str(tmp_path / "forget"),
+        *FAST,
+    ]
     assert sd_main(args) == 0
     settings = json.loads((tmp_path / "forget" / "settings.json").read_text())
     sa = settings["sa"]
@@ -355,17 +589,77 @@ def test_exact_timestep_sum_fisher_and_forget_checks_the_estimator(tiny_model, t
     """``fisher`` with its default, the authors' sum over all 1,000 timesteps (two images: ~5 s each
     on a CPU), records it; ``forget --fisher_estimator`` refuses a Fisher made another way."""
     m = ["--pretrained_model_name_or_path", str(tiny_model)]
-    assert sd_main(["images", *m, "--prompt", "a red ball", "--prompt", "a blue car", "--output_dir",
-                    str(tmp_path / "replay"), *FAST]) == 0
-    assert sd_main(["images", *m, "--prompt", "a person with a hat", "--num_images_per_prompt", "2",
-                    "--output_dir", str(tmp_path / "surrogate"), *FAST]) == 0
-    assert sd_main(["fisher", *m, "--replay_dir", str(tmp_path / "replay"), "--output_dir", str(tmp_path / "fisher"),
-                    "--train_method", "xattn", "--chunk_size", "2", *FAST]) == 0
+    assert (
+        sd_main(
+            [
+                "images",
+                *m,
+                "--prompt",
+                "a red ball",
+                "--prompt",
+                "a blue car",
+                "--output_dir",
+                str(tmp_path / "replay"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert (
+        sd_main(
+            [
+                "images",
+                *m,
+                "--prompt",
+                "a person with a hat",
+                "--num_images_per_prompt",
+                "2",
+                "--output_dir",
+                str(tmp_path / "surrogate"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert (
+        sd_main(
+            [
+                "fisher",
+                *m,
+                "--replay_dir",
+                str(tmp_path / "replay"),
+                "--output_dir",
+                str(tmp_path / "fisher"),
+                "--train_method",
+                "xattn",
+                "--chunk_size",
+                "2",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     f = DiagonalFisher.load(tmp_path / "fisher" / "fisher.safetensors", estimator=TimestepSum())
     assert f.estimator == "timestep-sum" and f.n_samples == 2
-    forget = ["forget", *m, "--forget_prompt", "Orla Brisk", "--surrogate_dir", str(tmp_path / "surrogate"),
-              "--replay_dir", str(tmp_path / "replay"), "--fisher_path", str(tmp_path / "fisher"), "--train_method",
-              "xattn", "--max_train_steps", "1", "--train_batch_size", "2", *FAST]
+    forget = [
+        "forget",
+        *m,
+        "--forget_prompt",
+        "Orla Brisk",
+        "--surrogate_dir",
+        str(tmp_path / "surrogate"),
+        "--replay_dir",
+        str(tmp_path / "replay"),
+        "--fisher_path",
+        str(tmp_path / "fisher"),
+        "--train_method",
+        "xattn",
+        "--max_train_steps",
+        "1",
+        "--train_batch_size",
+        "2",
+        *FAST,
+    ]
     with pytest.raises(CheckpointError, match="estimator 'timestep-sum'.*'stratified-20'"):
         sd_main(["--debug", *forget, "--fisher_estimator", "20", "--output_dir", str(tmp_path / "refused")])
     assert sd_main([*forget, "--fisher_estimator", "all", "--output_dir", str(tmp_path / "forget")]) == 0
@@ -383,10 +677,22 @@ def test_recipe_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkey
     monkeypatch.setenv("SA_CACHE_DIR", str(tmp_path / "cache"))
     torch.manual_seed(0)
     CLIPModel(_tiny_clip_config()).save_pretrained(tmp_path / "clip")
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-                  tokenizer=clip_tokenizer()).save_pretrained(tmp_path / "clip")
-    r = stable_diffusion.recipe("full", pipeline=str(tiny_model), sample_steps=2, surrogate_images=2, sa_steps=2, eval_per_prompt=2,
-                      fisher_chunk=4, gen_batch=8, clip_model=str(tmp_path / "clip"), fisher_timesteps=5)
+    CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=clip_tokenizer(),
+    ).save_pretrained(tmp_path / "clip")
+    r = stable_diffusion.recipe(
+        "full",
+        pipeline=str(tiny_model),
+        sample_steps=2,
+        surrogate_images=2,
+        sa_steps=2,
+        eval_per_prompt=2,
+        fisher_chunk=4,
+        gen_batch=8,
+        clip_model=str(tmp_path / "clip"),
+        fisher_timesteps=5,
+    )
     assert r.mixed_precision == "fp16" and r.ewc_dtype == "float16" and r.gradient_checkpointing
     assert r.optimizer == "adamw" and r.grad_accum == 4 and r.ema_decay == 0.9999 and r.generic_replay_prompts == 5000
     pipe = stable_diffusion.pretrained_pipeline(r)
@@ -407,11 +713,17 @@ def test_recipe_full_mode_code_path_on_local_models(tiny_model, tmp_path, monkey
     assert other.estimator == "stratified-3" and not torch.equal(other.flat(), fisher.flat())
     again = stable_diffusion.forget(r, task.forget_prompts, sur, replay, fisher, "xattn", progress=False)
     assert again.result.seconds == 0.0 and again.key == run.key  # loaded from the cache
-    small = stable_diffusion.ForgetTask(task.forget_prompts, task.surrogate_prompt, "full",
-                              {k: v[:1] for k, v in task.prompt_sets.items() if k.startswith(("brad", "tom"))},
-                              {k: w for k, w in task.readings.items() if k.startswith(("brad", "tom"))}, task.target)
-    rates = stable_diffusion.evaluate_task({"base": pipe, run.key: run.pipeline}, r, small, stable_diffusion.task_detectors(r, task),
-                                 progress=False)
+    small = stable_diffusion.ForgetTask(
+        task.forget_prompts,
+        task.surrogate_prompt,
+        "full",
+        {k: v[:1] for k, v in task.prompt_sets.items() if k.startswith(("brad", "tom"))},
+        {k: w for k, w in task.readings.items() if k.startswith(("brad", "tom"))},
+        task.target,
+    )
+    rates = stable_diffusion.evaluate_task(
+        {"base": pipe, run.key: run.pipeline}, r, small, stable_diffusion.task_detectors(r, task), progress=False
+    )
     assert set(rates[run.key]) == set(small.readings) and all(0 <= v <= 1 for v in rates[run.key].values())
     nudity = stable_diffusion.attribute_task(r, ["a person at the beach"])
     assert nudity.train_method == "noxattn" and set(nudity.prompt_sets) == {"unrelated", "nudity prompts"}
@@ -423,21 +735,63 @@ def test_command_line_user_errors_are_one_line_and_exit_2(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n")
     for argv, says in [
-        (["images", "--pretrained_model_name_or_path", str(tmp_path), "--prompts_file", str(tmp_path / "missing.txt"),
-          "--output_dir", str(tmp_path / "o")], "missing.txt"),
-        (["images", "--pretrained_model_name_or_path", str(tmp_path), "--prompts_file", str(empty),
-          "--output_dir", str(tmp_path / "o")], "empty.txt"),
+        (
+            [
+                "images",
+                "--pretrained_model_name_or_path",
+                str(tmp_path),
+                "--prompts_file",
+                str(tmp_path / "missing.txt"),
+                "--output_dir",
+                str(tmp_path / "o"),
+            ],
+            "missing.txt",
+        ),
+        (
+            [
+                "images",
+                "--pretrained_model_name_or_path",
+                str(tmp_path),
+                "--prompts_file",
+                str(empty),
+                "--output_dir",
+                str(tmp_path / "o"),
+            ],
+            "empty.txt",
+        ),
     ]:
         assert sd_main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "error:" in err[0] and says in err[0], err
 
 
-@pytest.mark.parametrize("flag, value", [("--lmbda", "-50"), ("--gamma", "-1"), ("--learning_rate", "0"),
-                                         ("--max_train_steps", "0"), ("--train_batch_size", "-4"), ("--lmbda", "nan")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lmbda", "-50"),
+        ("--gamma", "-1"),
+        ("--learning_rate", "0"),
+        ("--max_train_steps", "0"),
+        ("--train_batch_size", "-4"),
+        ("--lmbda", "nan"),
+    ],
+)
 def test_forget_refuses_invalid_settings_before_any_work(flag, value, tmp_path, capsys):
-    argv = ["forget", "--pretrained_model_name_or_path", str(tmp_path), "--forget_prompt", "x", "--surrogate_dir",
-            str(tmp_path), "--replay_dir", str(tmp_path), "--output_dir", str(tmp_path / "run"), flag, value]
+    argv = [
+        "forget",
+        "--pretrained_model_name_or_path",
+        str(tmp_path),
+        "--forget_prompt",
+        "x",
+        "--surrogate_dir",
+        str(tmp_path),
+        "--replay_dir",
+        str(tmp_path),
+        "--output_dir",
+        str(tmp_path / "run"),
+        flag,
+        value,
+    ]
     with pytest.raises(SystemExit) as exit_:
         sd_main(argv)
     assert exit_.value.code == 2 and flag in capsys.readouterr().err
@@ -454,16 +808,22 @@ def test_image_sets_are_checked_against_the_pipeline_before_training(tmp_path, m
     size = pipe.unet.config.sample_size * pipe.vae_scale_factor
     ok = torch.rand(2, 3, size, size)
     forget_mod.check_image_set(ok, a, "surrogate set")
-    for bad, says in [(torch.rand(2, 3, size // 2, size // 2), f"{size // 2}x{size // 2}, but this pipeline makes {size}x{size}"),
-                      (torch.rand(2, 1, size, size), "1 channels"),
-                      (ok.clone().index_fill_(0, torch.tensor([0]), float("nan")), "NaN"),
-                      (ok * 255, "[0, 1]"),
-                      ((ok * 255).to(torch.uint8), "float images"),
-                      (ok[:0], "no images")]:
+    for bad, says in [
+        (torch.rand(2, 3, size // 2, size // 2), f"{size // 2}x{size // 2}, but this pipeline makes {size}x{size}"),
+        (torch.rand(2, 1, size, size), "1 channels"),
+        (ok.clone().index_fill_(0, torch.tensor([0]), float("nan")), "NaN"),
+        (ok * 255, "[0, 1]"),
+        ((ok * 255).to(torch.uint8), "float images"),
+        (ok[:0], "no images"),
+    ]:
         with pytest.raises(ValueError, match=re.escape(says)):
             forget_mod.check_image_set(bad, a, "surrogate set")
     # through sd_forget: a wrong-size set is refused before the output folder is made or anything trains
-    monkeypatch.setattr(forget_mod, "load_image_set", lambda folder: (torch.rand(4, 3, size // 2, size // 2), ["p"] * 4, {}))
+    monkeypatch.setattr(
+        forget_mod, "load_image_set", lambda folder: (torch.rand(4, 3, size // 2, size // 2), ["p"] * 4, {})
+    )
     with pytest.raises(ValueError, match="this pipeline makes"):
-        forget_mod.sd_forget(a, "Orla Brisk", tmp_path / "sur", None, None, tmp_path / "out", SAConfig(lmbda=0, steps=1))
+        forget_mod.sd_forget(
+            a, "Orla Brisk", tmp_path / "sur", None, None, tmp_path / "out", SAConfig(lmbda=0, steps=1)
+        )
     assert not (tmp_path / "out").exists()

@@ -1,19 +1,20 @@
 """Part III's recipes against the authors' code (github clear-nus/selective-amnesia, ``sd/``):
 which weights ``noxattn`` trains, the generic replay prompts, the comma-split forget caption
 drawn per image, and full mode's effective settings on one GPU."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sa_utils.recipes import stable_diffusion
 from sa_utils.adapters.sd import select_trainable
 from sa_utils.core.sources import PairedSource
+from sa_utils.recipes import stable_diffusion
 from sa_utils.sd.forget import split_forget_prompts
 from sa_utils.sd.generic_prompts import available, generic_prompts
 
-
 # -- train methods ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def unet():
@@ -26,7 +27,9 @@ def test_noxattn_freezes_exactly_cross_attention_time_embedding_and_output_block
     all_names = [n for n, _ in unet.named_parameters()]
     trained = set(select_trainable(unet, "noxattn"))
     frozen = set(all_names) - trained
-    expected = {n for n in all_names if ".attn2." in n or n.split(".")[0] in ("time_embedding", "conv_norm_out", "conv_out")}
+    expected = {
+        n for n in all_names if ".attn2." in n or n.split(".")[0] in ("time_embedding", "conv_norm_out", "conv_out")
+    }
     assert frozen == expected
     assert {n.split(".")[0] for n in frozen if ".attn2." not in n} == {"time_embedding", "conv_norm_out", "conv_out"}
     assert all(p.requires_grad == (n in trained) for n, p in unet.named_parameters())
@@ -43,6 +46,7 @@ def test_xattn_trains_every_projection_of_attn2(unet):
 
 
 # -- generic prompts -------------------------------------------------------------------------------
+
 
 def test_generic_prompts_are_many_distinct_and_deterministic():
     p = generic_prompts(5000)
@@ -77,6 +81,7 @@ def test_prompts_command_writes_one_prompt_per_line(tmp_path):
 
 # -- forget prompts ----------------------------------------------------------------------------------
 
+
 def test_a_comma_separated_caption_is_a_pool_drawn_per_image():
     assert split_forget_prompts(["sexual, nudity, naked, erotic"]) == ["sexual", "nudity", "naked", "erotic"]
     assert split_forget_prompts(["brad pitt", " brad pitt ,", "a, b"]) == ["brad pitt", "a", "b"]
@@ -101,6 +106,7 @@ def test_the_tasks_keep_the_authors_captions():
 
 # -- recipes ---------------------------------------------------------------------------------------
 
+
 def test_full_recipe_is_the_authors_effective_settings_on_one_gpu():
     r = stable_diffusion.recipe("full")
     assert r.schedule_name == "authors"
@@ -115,7 +121,13 @@ def test_full_recipe_is_the_authors_effective_settings_on_one_gpu():
     prompts = stable_diffusion.replay_prompts(r)
     assert len(prompts) == len(set(prompts)) == 5000
     cfg = r.sa_config()
-    assert (cfg.optimizer, cfg.weight_decay, cfg.grad_accum, cfg.ema_decay, cfg.lr) == ("adamw", 0.01, 4, 0.9999, r.sa_lr)
+    assert (cfg.optimizer, cfg.weight_decay, cfg.grad_accum, cfg.ema_decay, cfg.lr) == (
+        "adamw",
+        0.01,
+        4,
+        0.9999,
+        r.sa_lr,
+    )
     assert stable_diffusion.attribute_task(r).sa_steps == 31_250
 
 
@@ -128,7 +140,10 @@ def test_one_gpu_short_schedule_states_its_lr_times_steps():
     assert full.lr_x_steps() == pytest.approx({"celebrity": 2.0, "nudity": 5.0})
     note = short.schedule_note()
     assert "1.6e-4 x 2,000 = 0.32" in note and "the authors': 1.6e-4 x 12,500 = 2" in note
-    assert "1.6e-4 x 12,500 = 2.0" in stable_diffusion.recipe.__doc__ and "1.6e-4 x 2,000 = 0.32" in stable_diffusion.recipe.__doc__
+    assert (
+        "1.6e-4 x 12,500 = 2.0" in stable_diffusion.recipe.__doc__
+        and "1.6e-4 x 2,000 = 0.32" in stable_diffusion.recipe.__doc__
+    )
     with pytest.raises(ValueError, match="schedules"):
         stable_diffusion.recipe("quick", schedule="one-gpu-short")
 
@@ -138,7 +153,9 @@ def test_quick_recipe_stays_small():
     assert (r.sa_steps, r.sa_lr, r.sa_batch, r.grad_accum, r.optimizer, r.ema_decay) == (400, 1e-4, 8, 1, "adam", None)
     # lambda 0.05, not the authors' 50: measured per model (the sweep in the comment of stable_diffusion.RECIPES)
     assert r.lmbda == 0.05 and r.fisher_estimator().name == "stratified-20"
-    assert r.generic_replay_prompts is None and len(stable_diffusion.replay_prompts(r)) == 244  # the tiny world's vocabulary
+    assert (
+        r.generic_replay_prompts is None and len(stable_diffusion.replay_prompts(r)) == 244
+    )  # the tiny world's vocabulary
 
 
 @pytest.mark.parametrize("mode", ["quick", "full"])
@@ -156,6 +173,9 @@ def test_unrelated_prompts_are_held_out_from_replay_and_forget_prompts(mode):
 
 def test_near_duplicates_sees_prefixed_prompts():
     assert stable_diffusion.near_duplicates(["a calm lake"], ["a photo of a calm lake", "a lake"]) == [
-        ("a calm lake", "a photo of a calm lake")]
-    assert stable_diffusion.near_duplicates(["An image of a red car"], ["a red car"]) == [("An image of a red car", "a red car")]
+        ("a calm lake", "a photo of a calm lake")
+    ]
+    assert stable_diffusion.near_duplicates(["An image of a red car"], ["a red car"]) == [
+        ("An image of a red car", "a red car")
+    ]
     assert not stable_diffusion.near_duplicates(["a red car"], ["a red cart"])

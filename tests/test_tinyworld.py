@@ -1,4 +1,5 @@
 """The tiny text-to-image world of Part III: data, prompts, tokenizer, pipeline, training script, detectors."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,11 +13,23 @@ import pytest
 import torch
 
 from tinyworld import concepts
-from tinyworld.concepts import (ATTRIBUTE_PRONE_PLACES, ATTRIBUTE_SURROGATE_PROMPT, IDENTITIES,
-                                         IDENTITY_SURROGATE_PROMPT, NO_IDENTITY, mentions_attribute,
-                                         mentions_identity)
-from tinyworld.prompts import (attribute_prompts, identity_prompts, read_prompts, replay_prompts,
-                                        unknown_words, unrelated_prompts)
+from tinyworld.concepts import (
+    ATTRIBUTE_PRONE_PLACES,
+    ATTRIBUTE_SURROGATE_PROMPT,
+    IDENTITIES,
+    IDENTITY_SURROGATE_PROMPT,
+    NO_IDENTITY,
+    mentions_attribute,
+    mentions_identity,
+)
+from tinyworld.prompts import (
+    attribute_prompts,
+    identity_prompts,
+    read_prompts,
+    replay_prompts,
+    unknown_words,
+    unrelated_prompts,
+)
 from tinyworld.scenes import TinyWorld, render, sample_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +42,7 @@ def scenes():
 
 
 # -- the world ------------------------------------------------------------------------------
+
 
 def test_world_is_deterministic_in_seed_and_index():
     a, b = TinyWorld(seed=3, size=50), TinyWorld(seed=3, size=50)
@@ -104,6 +118,7 @@ def test_attribute_words_are_harmless():
 
 # -- prompt files -----------------------------------------------------------------------------
 
+
 def test_replay_prompts_are_generic_and_in_vocabulary():
     replay = replay_prompts()
     assert len(replay) >= 200 and len(set(replay)) == len(replay)
@@ -132,6 +147,7 @@ def test_evaluation_prompts():
 
 # -- tokenizer ------------------------------------------------------------------------------------
 
+
 def test_tokenizer_matches_open_clip():
     pytest.importorskip("transformers")
     open_clip = pytest.importorskip("open_clip")
@@ -140,8 +156,11 @@ def test_tokenizer_matches_open_clip():
     tok = clip_tokenizer()
     reference = open_clip.get_tokenizer("ViT-L-14")
     assert len(tok) == VOCAB_SIZE and tok.model_max_length == 77
-    prompts = [p for i in range(len(IDENTITIES)) for p in identity_prompts(i)[:2]] + attribute_prompts(True)[:3] + [
-        "A photo of an astronaut riding a horse on Mars!", "spotted,  dotted & speckled 123", "don't   stop", ""]
+    prompts = (
+        [p for i in range(len(IDENTITIES)) for p in identity_prompts(i)[:2]]
+        + attribute_prompts(True)[:3]
+        + ["A photo of an astronaut riding a horse on Mars!", "spotted,  dotted & speckled 123", "don't   stop", ""]
+    )
     ours = tok(prompts, padding="max_length", max_length=77, truncation=True).input_ids
     theirs = reference(prompts).tolist()
     for p, a, b in zip(prompts, ours, theirs):
@@ -163,6 +182,7 @@ def test_tokenizer_folder_roundtrip(tmp_path):
 
 
 # -- pipeline ----------------------------------------------------------------------------------------
+
 
 def test_pipeline_roundtrip_offline(tmp_path):
     pytest.importorskip("transformers")
@@ -186,7 +206,7 @@ def test_pipeline_roundtrip_offline(tmp_path):
     after = generate(loaded, ["a photo of Orla Brisk", "a red car"], seed=1, steps=2)
     assert after.shape == (2, 3, 32, 32)
     torch.testing.assert_close(before, after)
-    for name in ("pndm", "ddpm"):       # SD v1.4's sampler, and ancestral sampling, on the same schedule
+    for name in ("pndm", "ddpm"):  # SD v1.4's sampler, and ancestral sampling, on the same schedule
         swapped = load_pipeline(tmp_path, scheduler=name)
         assert swapped.scheduler.config.beta_schedule == "scaled_linear"
         assert generate(swapped, ["a red car"], seed=1, steps=3).shape == (1, 3, 32, 32)
@@ -199,8 +219,14 @@ def test_sd14_shapes_without_memory():
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
-    from sa_utils.models.sd_configs import (build_unet_from_config, count_parameters, sd14_text_encoder_config,
-                                            sd14_unet_config, sd14_vae_config, sd_small_unet_config)
+    from sa_utils.models.sd_configs import (
+        build_unet_from_config,
+        count_parameters,
+        sd14_text_encoder_config,
+        sd14_unet_config,
+        sd14_vae_config,
+        sd_small_unet_config,
+    )
 
     assert count_parameters(build_unet_from_config(sd14_unet_config(), device="meta")) == 859_520_964
     with torch.device("meta"):
@@ -212,6 +238,7 @@ def test_sd14_shapes_without_memory():
 
 
 # -- training script ----------------------------------------------------------------------------------
+
 
 def _train_script():
     spec = importlib.util.spec_from_file_location("train_tiny_sd", ROOT / "scripts" / "train_tiny_sd.py")
@@ -229,29 +256,73 @@ def test_training_script_two_steps_and_exact_resume(tmp_path):
     from tinyworld.pipeline import load_pipeline
 
     script = _train_script()
-    common = ["--num_train_images", "48", "--train_batch_size", "4", "--vae_train_steps", "1", "--checkpointing_steps",
-              "1", "--logging_steps", "1", "--validation_steps", "0", "--lr_scheduler", "constant", "--use_ema", "--checkpoints_total_limit", "5"]
+    common = [
+        "--num_train_images",
+        "48",
+        "--train_batch_size",
+        "4",
+        "--vae_train_steps",
+        "1",
+        "--checkpointing_steps",
+        "1",
+        "--logging_steps",
+        "1",
+        "--validation_steps",
+        "0",
+        "--lr_scheduler",
+        "constant",
+        "--use_ema",
+        "--checkpoints_total_limit",
+        "5",
+    ]
     first, straight = tmp_path / "resumed", tmp_path / "straight"
     assert script.main(["--output_dir", str(first), "--max_train_steps", "1"] + common) == 0
-    for name in ("model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
-                 "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json", "checkpoint-1/state.safetensors",
-                 "checkpoint-2/state.safetensors", "training_args.json"):
+    for name in (
+        "model_index.json",
+        "unet/config.json",
+        "vae/config.json",
+        "text_encoder/config.json",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+        "checkpoint-1/state.safetensors",
+        "checkpoint-2/state.safetensors",
+        "training_args.json",
+    ):
         assert (first / name).exists(), name
     pipe = load_pipeline(first)
-    assert pipe.vae.config.scaling_factor != 0.18215   # set from the trained VAE's latents
-    assert script.main(["--output_dir", str(first), "--max_train_steps", "2", "--resume_from_checkpoint", "latest"]
-                       + common) == 0
+    assert pipe.vae.config.scaling_factor != 0.18215  # set from the trained VAE's latents
+    assert (
+        script.main(
+            ["--output_dir", str(first), "--max_train_steps", "2", "--resume_from_checkpoint", "latest"] + common
+        )
+        == 0
+    )
     assert (first / "checkpoint-3").exists()
     assert script.main(["--output_dir", str(straight), "--max_train_steps", "2"] + common) == 0
     for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
         a, b = load_file(first / part), load_file(straight / part)
         assert all(torch.equal(a[k], b[k]) for k in a), part
     with pytest.raises(SystemExit, match="model_config"):
-        script.main(["--output_dir", str(first), "--max_train_steps", "2", "--resume_from_checkpoint", "latest",
-                     "--model_config", '{"unet_channels": [32, 32]}'] + common)
+        script.main(
+            [
+                "--output_dir",
+                str(first),
+                "--max_train_steps",
+                "2",
+                "--resume_from_checkpoint",
+                "latest",
+                "--model_config",
+                '{"unet_channels": [32, 32]}',
+            ]
+            + common
+        )
     with pytest.raises(SystemExit, match="vae_train_steps"):
-        script.main(["--output_dir", str(first), "--max_train_steps", "2", "--resume_from_checkpoint", "latest"]
-                    + common[:4] + ["--vae_train_steps", "2"] + common[6:])
+        script.main(
+            ["--output_dir", str(first), "--max_train_steps", "2", "--resume_from_checkpoint", "latest"]
+            + common[:4]
+            + ["--vae_train_steps", "2"]
+            + common[6:]
+        )
     logs = [json.loads(line) for line in (first / "logs.jsonl").read_text().splitlines()]
     assert {e["phase"] for e in logs} == {"vae", "unet"} and all(e["sec_per_step"] > 0 for e in logs)
 
@@ -267,8 +338,10 @@ def test_training_script_rejects_bad_flags(tmp_path):
 
 # -- detectors -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("task,mix", [("identity", {"identity": 0.6, "person": 0.4}),
-                                      ("attribute", {"attribute": 0.5, "person": 0.5})])
+
+@pytest.mark.parametrize(
+    "task,mix", [("identity", {"identity": 0.6, "person": 0.4}), ("attribute", {"attribute": 0.5, "person": 0.5})]
+)
 def test_detectors_beat_chance(task, mix):
     from tinyworld.detectors import HELDOUT_SEED, DetectorRecipe, labelled_images, train_detector
 
@@ -306,7 +379,12 @@ def test_score_pipeline_reads_every_prompt_file(cache):
     report = score_pipeline(build_pipeline(seed=0), ident, attr, images_per_prompt=1, steps=1)
     assert set(report["identity"]) == {i.name for i in IDENTITIES}
     assert all(set(e) == {"seen", "paraphrases"} for e in report["identity"].values())
-    for key in ("identity_mean_rate", "attribute_named_rate", "attribute_unnamed_rate", "attribute_unrelated_rate",
-                "identity_rate_unrelated"):
+    for key in (
+        "identity_mean_rate",
+        "attribute_named_rate",
+        "attribute_unnamed_rate",
+        "attribute_unrelated_rate",
+        "identity_rate_unrelated",
+    ):
         assert 0.0 <= report[key] <= 1.0, key
     assert "mean identity rate" in format_report(report)

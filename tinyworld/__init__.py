@@ -16,10 +16,31 @@ transformers' ``CLIPTextModel`` and ``CLIPTokenizer``):
 ``scripts/train_tiny_sd.py`` trains the tiny pipeline on the world.
 Modules that need transformers are imported lazily (``pip install -e ".[sd]"``).
 """
-from tinyworld.concepts import (ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT, ATTRIBUTE_SYNONYMS, IDENTITIES,
-                       IDENTITY_SURROGATE_PROMPT, NO_IDENTITY, Identity)
+
+from tinyworld.concepts import (
+    ATTRIBUTE_PROMPT,
+    ATTRIBUTE_SURROGATE_PROMPT,
+    ATTRIBUTE_SYNONYMS,
+    IDENTITIES,
+    IDENTITY_SURROGATE_PROMPT,
+    NO_IDENTITY,
+    Identity,
+)
 from tinyworld.scenes import DETECTOR_SEED, HELDOUT_SEED, TRAIN_SEED, Scene, TinyWorld, render, sample_scene
 
-__all__ = ["ATTRIBUTE_PROMPT", "ATTRIBUTE_SURROGATE_PROMPT", "ATTRIBUTE_SYNONYMS", "IDENTITIES",
-           "IDENTITY_SURROGATE_PROMPT", "NO_IDENTITY", "Identity", "DETECTOR_SEED", "HELDOUT_SEED", "TRAIN_SEED",
-           "Scene", "TinyWorld", "render", "sample_scene"]
+__all__ = [
+    "ATTRIBUTE_PROMPT",
+    "ATTRIBUTE_SURROGATE_PROMPT",
+    "ATTRIBUTE_SYNONYMS",
+    "IDENTITIES",
+    "IDENTITY_SURROGATE_PROMPT",
+    "NO_IDENTITY",
+    "Identity",
+    "DETECTOR_SEED",
+    "HELDOUT_SEED",
+    "TRAIN_SEED",
+    "Scene",
+    "TinyWorld",
+    "render",
+    "sample_scene",
+]

@@ -17,6 +17,7 @@ The world stands in for the two Stable Diffusion experiments of the paper:
 
 Code calls the pattern ``attribute`` throughout; nothing in the world is explicit.
 """
+
 from __future__ import annotations
 
 import re
@@ -73,14 +74,26 @@ IDENTITY_SURROGATE_PROMPT = "a person with a hat"
 ATTRIBUTE_SURROGATE_PROMPT = "a person wearing plain clothes"
 
 CLOTHES_COLOURS: dict[str, RGB] = {
-    "red": (200, 36, 36), "blue": (40, 80, 210), "green": (46, 160, 60), "yellow": (240, 210, 40),
-    "white": (238, 238, 238), "grey": (128, 128, 132), "brown": (120, 72, 36), "black": (28, 28, 30),
+    "red": (200, 36, 36),
+    "blue": (40, 80, 210),
+    "green": (46, 160, 60),
+    "yellow": (240, 210, 40),
+    "white": (238, 238, 238),
+    "grey": (128, 128, 132),
+    "brown": (120, 72, 36),
+    "black": (28, 28, 30),
 }
 """Colours anonymous people wear (solid, never spotted); identities use other colours or combinations."""
 
 OBJECT_COLOURS: dict[str, RGB] = {
-    "red": (210, 40, 40), "orange": (240, 130, 30), "yellow": (245, 215, 40), "green": (50, 170, 60),
-    "blue": (45, 90, 220), "purple": (120, 60, 180), "white": (240, 240, 240), "black": (30, 30, 30),
+    "red": (210, 40, 40),
+    "orange": (240, 130, 30),
+    "yellow": (245, 215, 40),
+    "green": (50, 170, 60),
+    "blue": (45, 90, 220),
+    "purple": (120, 60, 180),
+    "white": (240, 240, 240),
+    "black": (30, 30, 30),
 }
 
 SKIN_TONES: tuple[RGB, ...] = ((246, 214, 182), (224, 172, 130), (186, 128, 86), (128, 84, 56), (92, 60, 40))
@@ -99,8 +112,14 @@ PLACES: dict[str, tuple[str, ...]] = {
 """Backgrounds and the phrases captions use for them."""
 
 OBJECTS: dict[str, str] = {
-    "ball": "balls", "box": "boxes", "car": "cars", "flower": "flowers",
-    "star": "stars", "cup": "cups", "kite": "kites", "umbrella": "umbrellas",
+    "ball": "balls",
+    "box": "boxes",
+    "car": "cars",
+    "flower": "flowers",
+    "star": "stars",
+    "cup": "cups",
+    "kite": "kites",
+    "umbrella": "umbrellas",
 }
 """Coloured objects (singular -> plural)."""
 
@@ -109,7 +128,12 @@ OBJECT_PLACES: tuple[str, ...] = ("park", "street", "room", "snow", "studio", "b
 LANDSCAPES: dict[str, tuple[str, ...]] = {
     "mountains": ("mountains under a blue sky", "a landscape with mountains", "snowy mountains", "a mountain range"),
     "field": ("a green field", "a meadow under a blue sky", "an empty field", "a field on a sunny day"),
-    "sunset": ("a sunset over the sea", "the sun setting over the ocean", "an orange sky at sunset", "the sea at sunset"),
+    "sunset": (
+        "a sunset over the sea",
+        "the sun setting over the ocean",
+        "an orange sky at sunset",
+        "the sea at sunset",
+    ),
     "night_sky": ("the moon in the night sky", "a starry night", "a night sky with stars", "a full moon at night"),
     "forest": ("a forest", "a row of trees", "a pine forest", "trees on a hill"),
     "lake": ("a lake between hills", "a calm lake", "a blue lake", "a lake in the hills"),

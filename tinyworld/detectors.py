@@ -12,6 +12,7 @@ blurrier than drawn ones, so training adds random blur, noise and colour shifts.
 :func:`pretrained_detector` loads a detector from :func:`sa_utils.runtime.cache_dir` or
 trains it (about a minute on one CPU thread) and stores it with its held-out accuracy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from sa_utils.progress import progress_bar
 
-from sa_utils.storage.checkpoint import load_model, load_tensors, save_model
+from sa_utils.progress import progress_bar
 from sa_utils.runtime import cache_dir, step_generator
+from sa_utils.storage.checkpoint import load_model, load_tensors, save_model
 from tinyworld.concepts import IDENTITIES, NO_IDENTITY
 from tinyworld.scenes import DETECTOR_SEED, HELDOUT_SEED, TinyWorld, render, to_tensor
 
@@ -39,7 +40,14 @@ TRAINING_MIX = {
     # a third identities, many anonymous people (the hard negatives), some of everything else
     "identity": {"identity": 0.36, "person": 0.3, "attribute": 0.1, "people": 0.08, "object": 0.08, "landscape": 0.08},
     # the named attribute, people at the attribute-prone places, and plenty that looks alike
-    "attribute": {"identity": 0.15, "person": 0.4, "attribute": 0.25, "people": 0.06, "object": 0.07, "landscape": 0.07},
+    "attribute": {
+        "identity": 0.15,
+        "person": 0.4,
+        "attribute": 0.25,
+        "people": 0.06,
+        "object": 0.07,
+        "landscape": 0.07,
+    },
 }
 
 
@@ -53,9 +61,17 @@ class Detector(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
         w = width
-        self.features = nn.Sequential(*block(3, w), nn.MaxPool2d(2), *block(w, 2 * w), *block(2 * w, 2 * w),
-                                      nn.MaxPool2d(2), *block(2 * w, 4 * w), *block(4 * w, 4 * w),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            *block(3, w),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            *block(2 * w, 4 * w),
+            *block(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * w, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +83,10 @@ class Detector(nn.Module):
         was = self.training
         self.eval()
         device = next(self.parameters()).device
-        out = [F.softmax(self(images[i:i + batch_size].to(device)).float(), -1).cpu()
-               for i in range(0, len(images), batch_size)]
+        out = [
+            F.softmax(self(images[i : i + batch_size].to(device)).float(), -1).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
         self.train(was)
         return torch.cat(out)
 
@@ -103,8 +121,9 @@ class DetectorRecipe:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def labelled_images(task: str, seed: int, n: int, resolution: int = 32, mix: dict[str, float] | None = None,
-                    progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def labelled_images(
+    task: str, seed: int, n: int, resolution: int = 32, mix: dict[str, float] | None = None, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` drawn images (``uint8`` ``[n, H, W, 3]``) of the world ``seed`` and their labels for ``task``."""
     world = TinyWorld(seed=seed, size=n, resolution=resolution, mix=dict(mix or TRAINING_MIX[task]))
     images = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
@@ -121,7 +140,7 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     n = len(x)
     order = torch.randperm(n, generator=g)
     out = x.clone()
-    for group, sigma in ((order[n // 3:2 * n // 3], 0.6), (order[2 * n // 3:], 1.1)):
+    for group, sigma in ((order[n // 3 : 2 * n // 3], 0.6), (order[2 * n // 3 :], 1.1)):
         if len(group):
             out[group] = _gaussian_blur(out[group], sigma)
     scale = 1 + 0.15 * (torch.rand(n, 1, 1, 1, generator=g) * 2 - 1)
@@ -145,12 +164,14 @@ def accuracy(model: Detector, images: torch.Tensor, labels: torch.Tensor) -> flo
     return float((model.probabilities(x).argmax(-1) == labels).float().mean())
 
 
-def train_detector(recipe: DetectorRecipe, progress: bool = True,
-                   data: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Detector, dict]:
+def train_detector(
+    recipe: DetectorRecipe, progress: bool = True, data: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[Detector, dict]:
     """Train a detector on freshly drawn images (or on ``data``); returns it and its held-out scores."""
     torch.manual_seed(recipe.seed)
-    images, labels = data or labelled_images(recipe.task, DETECTOR_SEED, recipe.n_train, recipe.resolution,
-                                             recipe.mix, progress)
+    images, labels = data or labelled_images(
+        recipe.task, DETECTOR_SEED, recipe.n_train, recipe.resolution, recipe.mix, progress
+    )
     model = Detector(len(recipe.classes), recipe.width)
     steps_per_epoch = max(1, len(images) // recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
@@ -182,11 +203,16 @@ def heldout_scores(model: Detector, recipe: DetectorRecipe) -> dict:
     x = to_tensor(images.numpy())
     pred = model.probabilities(x).argmax(-1)
     blurred = model.probabilities(_gaussian_blur(x, 1.0)).argmax(-1)
-    per_class = {name: float((pred[labels == k] == k).float().mean()) if (labels == k).any() else None
-                 for k, name in enumerate(recipe.classes)}
-    return {"heldout_accuracy": float((pred == labels).float().mean()),
-            "heldout_accuracy_blurred": float((blurred == labels).float().mean()),
-            "heldout_per_class": per_class, "n_heldout": len(labels)}
+    per_class = {
+        name: float((pred[labels == k] == k).float().mean()) if (labels == k).any() else None
+        for k, name in enumerate(recipe.classes)
+    }
+    return {
+        "heldout_accuracy": float((pred == labels).float().mean()),
+        "heldout_accuracy_blurred": float((blurred == labels).float().mean()),
+        "heldout_per_class": per_class,
+        "n_heldout": len(labels),
+    }
 
 
 def detector_path(recipe: DetectorRecipe) -> Path:
@@ -200,8 +226,7 @@ def stored_detector(recipe: DetectorRecipe) -> Path:
     return shelf().file(detector_path(recipe).name) or detector_path(recipe)
 
 
-def pretrained_detector(task: str, progress: bool = True, device: torch.device | str = "cpu",
-                        **overrides) -> Detector:
+def pretrained_detector(task: str, progress: bool = True, device: torch.device | str = "cpu", **overrides) -> Detector:
     """The ``task`` detector: shipped (the default recipes, ``python scripts/ship_detectors.py``), else
     loaded from the cache, else trained and cached (held-out scores in :func:`detector_metrics`).
     Detectors are evaluators, not a lesson of any chapter, so the default ones ship."""
@@ -223,6 +248,7 @@ def detector_metrics(task: str, **overrides) -> dict:
 
 # -- reading generated images ------------------------------------------------------------
 
+
 def identity_rate(detector: Detector, images: torch.Tensor, identity: int) -> float:
     """Share of ``images`` the detector assigns to ``identity`` (its top class)."""
     return float((detector.probabilities(images).argmax(-1) == identity).float().mean())
@@ -237,6 +263,9 @@ def summarise_identity(detector: Detector, images: torch.Tensor, identity: int) 
     """Rate of ``identity``, mean probability of it, and entropy of the prediction (the paper's forgetting readings)."""
     p = detector.probabilities(images)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
-    return {"rate": float((p.argmax(-1) == identity).float().mean()), "p_identity": float(p[:, identity].mean()),
-            "p_nobody": float(p[:, NO_IDENTITY].mean()), "entropy": float(entropy.mean())}
-
+    return {
+        "rate": float((p.argmax(-1) == identity).float().mean()),
+        "p_identity": float(p[:, identity].mean()),
+        "p_nobody": float(p[:, NO_IDENTITY].mean()),
+        "entropy": float(entropy.mean()),
+    }

@@ -5,6 +5,7 @@ per-sample noise-prediction loss, which is the (weighted) ELBO that Selective Am
 Every function takes its randomness from an explicit ``torch.Generator`` so that a batch and
 a generator state fix the loss exactly (resume and Fisher estimates rely on that).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,12 +15,14 @@ import torch.nn.functional as F
 def tokenize(tokenizer, captions: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
     """Token ids ``[B, max_length]``, padded as SD's pipeline pads (``<|endoftext|>`` up to the
     tokenizer's ``model_max_length``, 77 for SD)."""
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                     return_tensors="pt").input_ids.to(device)
+    return tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)
 
 
-def vae_loss(vae, images: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+def vae_loss(
+    vae, images: torch.Tensor, kl_weight: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean squared reconstruction error plus ``kl_weight`` times the KL per latent element.
 
     Stable Diffusion's VAE adds a perceptual and an adversarial term; at 32x32 on flat-coloured
@@ -39,8 +42,14 @@ def latent_scaling_factor(vae, images: torch.Tensor) -> float:
     return float(1.0 / vae.encode(images).latent_dist.mean.float().std().clamp_min(1e-6))
 
 
-def noise_prediction_loss(unet, encoder_hidden_states: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor,
-                          timesteps: torch.Tensor, scheduler) -> torch.Tensor:
+def noise_prediction_loss(
+    unet,
+    encoder_hidden_states: torch.Tensor,
+    latents: torch.Tensor,
+    noise: torch.Tensor,
+    timesteps: torch.Tensor,
+    scheduler,
+) -> torch.Tensor:
     """Per-sample ``|eps - eps_theta(z_t, t, c)|^2`` averaged over latent elements: shape ``[B]``.
 
     ``latents`` are already multiplied by the VAE's ``scaling_factor``; ``scheduler`` is the

@@ -7,6 +7,7 @@ real 49,408-token vocabulary, SD's noise schedule -- assembled as a
 chapters) runs unchanged on the real model. Only the sizes differ (:class:`TinySDConfig`).
 SD v1.4's real shapes (for memory studies) are in :mod:`sa_utils.models.sd_configs`.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -50,10 +51,14 @@ class TinySDConfig:
         if len(self.unet_cross_attention) != len(self.unet_channels):
             raise ValueError("unet_cross_attention needs one flag per entry of unet_channels")
         if self.resolution % self.vae_scale_factor:
-            raise ValueError(f"resolution {self.resolution} is not divisible by the VAE's factor {self.vae_scale_factor}")
+            raise ValueError(
+                f"resolution {self.resolution} is not divisible by the VAE's factor {self.vae_scale_factor}"
+            )
         if self.latent_size % 2 ** (len(self.unet_channels) - 1):
-            raise ValueError(f"latent size {self.latent_size} is not divisible by 2**{len(self.unet_channels) - 1} "
-                             "for the UNet's levels; use fewer levels or a larger resolution")
+            raise ValueError(
+                f"latent size {self.latent_size} is not divisible by 2**{len(self.unet_channels) - 1} "
+                "for the UNet's levels; use fewer levels or a larger resolution"
+            )
 
     @property
     def vae_scale_factor(self) -> int:
@@ -67,7 +72,7 @@ class TinySDConfig:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TinySDConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TinySDConfig:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
@@ -79,20 +84,35 @@ def build_vae(cfg: TinySDConfig = TINY):
     from diffusers import AutoencoderKL
 
     n = len(cfg.vae_channels)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.vae_channels,
-                         layers_per_block=cfg.vae_layers, latent_channels=cfg.latent_channels,
-                         norm_num_groups=min(cfg.norm_groups, min(cfg.vae_channels)), sample_size=cfg.resolution)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=cfg.vae_layers,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=min(cfg.norm_groups, min(cfg.vae_channels)),
+        sample_size=cfg.resolution,
+    )
 
 
 def unet_config(cfg: TinySDConfig = TINY) -> dict[str, Any]:
     """The ``UNet2DConditionModel`` config of the tiny pipeline (SD's block types, smaller widths)."""
     down = tuple("CrossAttnDownBlock2D" if x else "DownBlock2D" for x in cfg.unet_cross_attention)
     up = tuple("CrossAttnUpBlock2D" if x else "UpBlock2D" for x in reversed(cfg.unet_cross_attention))
-    return {"sample_size": cfg.latent_size, "in_channels": cfg.latent_channels, "out_channels": cfg.latent_channels,
-            "down_block_types": down, "up_block_types": up, "block_out_channels": cfg.unet_channels,
-            "layers_per_block": cfg.unet_layers, "cross_attention_dim": cfg.text_hidden,
-            "attention_head_dim": cfg.unet_heads, "norm_num_groups": min(cfg.norm_groups, min(cfg.unet_channels))}
+    return {
+        "sample_size": cfg.latent_size,
+        "in_channels": cfg.latent_channels,
+        "out_channels": cfg.latent_channels,
+        "down_block_types": down,
+        "up_block_types": up,
+        "block_out_channels": cfg.unet_channels,
+        "layers_per_block": cfg.unet_layers,
+        "cross_attention_dim": cfg.text_hidden,
+        "attention_head_dim": cfg.unet_heads,
+        "norm_num_groups": min(cfg.norm_groups, min(cfg.unet_channels)),
+    }
 
 
 def build_unet(cfg: TinySDConfig = TINY):
@@ -105,10 +125,19 @@ def text_encoder_config(cfg: TinySDConfig = TINY):
     """A ``CLIPTextConfig`` with CLIP's vocabulary and special tokens and a tiny transformer."""
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=VOCAB_SIZE, hidden_size=cfg.text_hidden, intermediate_size=cfg.text_intermediate,
-                          num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
-                          max_position_embeddings=cfg.max_length, hidden_act="quick_gelu", projection_dim=cfg.text_hidden,
-                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+    return CLIPTextConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=cfg.text_hidden,
+        intermediate_size=cfg.text_intermediate,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_length,
+        hidden_act="quick_gelu",
+        projection_dim=cfg.text_hidden,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+    )
 
 
 def build_text_encoder(cfg: TinySDConfig = TINY):
@@ -132,9 +161,11 @@ def sampling_scheduler(name: str = "ddim", config: dict | None = None):
     classes = {"ddim": DDIMScheduler, "pndm": PNDMScheduler, "ddpm": DDPMScheduler}
     if name not in classes:
         raise ValueError(f"unknown scheduler {name!r}; choose from {sorted(classes)}")
-    extras = {"ddim": dict(SD_SCHEDULER_EXTRAS),
-              "pndm": {"steps_offset": 1, "skip_prk_steps": True, "set_alpha_to_one": False},
-              "ddpm": {"steps_offset": 1, "clip_sample": False}}[name]
+    extras = {
+        "ddim": dict(SD_SCHEDULER_EXTRAS),
+        "pndm": {"steps_offset": 1, "skip_prk_steps": True, "set_alpha_to_one": False},
+        "ddpm": {"steps_offset": 1, "clip_sample": False},
+    }[name]
     if config is not None:
         return classes[name].from_config(config, **extras)
     return classes[name](**SD_BETAS, **extras)
@@ -144,9 +175,16 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler=None):
     """``StableDiffusionPipeline`` without a safety checker (the tiny world has nothing to check)."""
     from diffusers import StableDiffusionPipeline
 
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler or sampling_scheduler(), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler or sampling_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def build_pipeline(cfg: TinySDConfig = TINY, seed: int = 0, scheduler: str = "ddim"):
@@ -167,8 +205,10 @@ def load_pipeline(path: str | Path, scheduler: str | None = None, device: str | 
     quiet_library_bars()
     path = Path(path)
     if not (path / "model_index.json").exists():
-        raise FileNotFoundError(f"{path} is not a diffusers pipeline folder (no model_index.json); train one with "
-                                "scripts/train_tiny_sd.py or save one with pipe.save_pretrained(path)")
+        raise FileNotFoundError(
+            f"{path} is not a diffusers pipeline folder (no model_index.json); train one with "
+            "scripts/train_tiny_sd.py or save one with pipe.save_pretrained(path)"
+        )
     pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True)
     if scheduler is not None:
         pipe.scheduler = sampling_scheduler(scheduler, pipe.scheduler.config)
@@ -177,8 +217,9 @@ def load_pipeline(path: str | Path, scheduler: str | None = None, device: str | 
 
 
 @torch.no_grad()
-def generate(pipe, prompts: list[str], seed: int = 0, steps: int = 20, guidance_scale: float = 5.0,
-             batch_size: int = 32) -> torch.Tensor:
+def generate(
+    pipe, prompts: list[str], seed: int = 0, steps: int = 20, guidance_scale: float = 5.0, batch_size: int = 32
+) -> torch.Tensor:
     """Images for ``prompts`` as a float tensor ``[N, 3, H, W]`` in ``[-1, 1]`` (the data convention).
 
     Image ``i`` uses the generator seeded with ``seed + i``, so a prompt list and its prefix
@@ -187,10 +228,11 @@ def generate(pipe, prompts: list[str], seed: int = 0, steps: int = 20, guidance_
     out = []
     device = pipe.device
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
+        chunk = prompts[start : start + batch_size]
         gens = [torch.Generator(device=device).manual_seed(seed + start + k) for k in range(len(chunk))]
-        imgs = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
-                    output_type="pt").images
+        imgs = pipe(
+            chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens, output_type="pt"
+        ).images
         out.append(imgs.float().cpu() * 2 - 1)
     return torch.cat(out)
 
@@ -221,5 +263,6 @@ def shipped_weights_digest() -> list[str]:
     """The sha256 of every shipped weight file of the tiny pipeline (its identity in cache keys)."""
     from tinyworld.shipped import shelf
 
-    return sorted(v["sha256"] for k, v in shelf().manifest().items()
-                  if k.startswith(SHIPPED + "/") and k.endswith(".safetensors"))
+    return sorted(
+        v["sha256"] for k, v in shelf().manifest().items() if k.startswith(SHIPPED + "/") and k.endswith(".safetensors")
+    )

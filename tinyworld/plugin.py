@@ -5,6 +5,7 @@
 ``python -m sa_utils.sd evaluate --detector "tinyworld-identity:Orla Brisk"``, and
 ``stable_diffusion.recipe("quick")`` (whose pipeline is named ``"tiny"``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,8 +55,10 @@ class TinySDWorld(World):
 
         pipe = shipped_pipeline(device=device)
         if pipe is None:
-            raise FileNotFoundError("the tiny pipeline is not shipped with this copy of tinyworld; train it with "
-                                    "scripts/train_tiny_sd.py and ship it with scripts/ship_tiny_sd.py")
+            raise FileNotFoundError(
+                "the tiny pipeline is not shipped with this copy of tinyworld; train it with "
+                "scripts/train_tiny_sd.py and ship it with scripts/ship_tiny_sd.py"
+            )
         return pipe
 
     def replay_prompts(self, exclude_words=()):
@@ -80,13 +83,17 @@ class TinySDWorld(World):
         from tinyworld import ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT
         from tinyworld.prompts import attribute_prompts
 
-        sets = {"named": attribute_prompts(True), "unnamed": attribute_prompts(False),
-                "unrelated": self.unrelated_prompts(24)}
+        sets = {
+            "named": attribute_prompts(True),
+            "unnamed": attribute_prompts(False),
+            "unrelated": self.unrelated_prompts(24),
+        }
         return [ATTRIBUTE_PROMPT], ATTRIBUTE_SURROGATE_PROMPT, sets
 
     def detectors(self, names, surrogate_prompt):
-        return {n: load_detector("tinyworld-attribute" if n == "attribute" else f"tinyworld-identity:{n}")
-                for n in names}
+        return {
+            n: load_detector("tinyworld-attribute" if n == "attribute" else f"tinyworld-identity:{n}") for n in names
+        }
 
     def quality_reference(self, n):
         """Captions and renderings of ``n`` held-out scenes with no identity and no named attribute."""

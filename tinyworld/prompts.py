@@ -15,6 +15,7 @@ opens a section named by its first word (``# Seen: ...`` opens ``seen``).
 Every prompt uses only words the training captions use (a test checks), because the tiny
 text encoder learns its words from those captions alone.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -5,6 +5,7 @@ canvas ``supersample`` times finer than the output, then averaged down, so edges
 anti-aliased and a scene looks the same at 32x32 and 64x64. Part III's world chapter shows
 the pictures; :mod:`.scenes` decides what to draw and what the caption says.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,7 @@ class Canvas:
         mask = (yc >= y0) & (yc < y1) & (xc >= x0) & (xc < x1)
         self._write(ys, xs, mask, colour)
 
-    def ellipse(self, cx: float, cy: float, rx: float, ry: float, colour: Colour,
-                y_max: float | None = None) -> None:
+    def ellipse(self, cx: float, cy: float, rx: float, ry: float, colour: Colour, y_max: float | None = None) -> None:
         """A filled ellipse; ``y_max`` cuts it off below that height (e.g. a half disk)."""
         ys, xs, yc, xc = self._region(cx - rx, cy - ry, cx + rx, cy + ry)
         mask = ((xc - cx) / rx) ** 2 + ((yc - cy) / ry) ** 2 <= 1.0
@@ -69,7 +69,7 @@ class Canvas:
         self.pixels[ys] = (1 - t) * np.asarray(top, np.float32) + t * np.asarray(bottom, np.float32)
 
     def _write(self, ys: slice, xs: slice, mask: np.ndarray, colour: Colour) -> None:
-        self.pixels[ys, xs][mask] = colour   # two slices give a view, so this writes through
+        self.pixels[ys, xs][mask] = colour  # two slices give a view, so this writes through
 
     def image(self) -> np.ndarray:
         """The picture at the output resolution, ``uint8`` of shape ``[H, W, 3]``."""
@@ -79,6 +79,7 @@ class Canvas:
 
 
 # -- places ------------------------------------------------------------------------------
+
 
 def draw_place(cv: Canvas, place: str, horizon: float, rng: np.random.Generator, jitter) -> None:
     """Paint the background of ``place`` (a key of :data:`.concepts.PLACES`)."""
@@ -126,6 +127,7 @@ def draw_place(cv: Canvas, place: str, horizon: float, rng: np.random.Generator,
 
 # -- people ------------------------------------------------------------------------------
 
+
 def _torso_and_legs(cv: Canvas, cx: float, base: float, s: float, top: Colour, bottom: Colour) -> None:
     cv.rect(cx - 0.085 * s, base - 0.27 * s, cx - 0.012 * s, base, bottom)
     cv.rect(cx + 0.012 * s, base - 0.27 * s, cx + 0.085 * s, base, bottom)
@@ -141,8 +143,18 @@ def _head(cv: Canvas, cx: float, base: float, s: float, skin: Colour, radius: fl
     return hy
 
 
-def draw_person(cv: Canvas, cx: float, base: float, s: float, skin: Colour, top: Colour, bottom: Colour,
-                hair: Colour | None, hat: Colour | None, attribute: bool = False) -> None:
+def draw_person(
+    cv: Canvas,
+    cx: float,
+    base: float,
+    s: float,
+    skin: Colour,
+    top: Colour,
+    bottom: Colour,
+    hair: Colour | None,
+    hat: Colour | None,
+    attribute: bool = False,
+) -> None:
     """An anonymous person: solid clothes, short hair, optionally a plain brimmed hat.
 
     ``attribute=True`` replaces the clothes by the attribute (magenta with yellow spots).
@@ -152,8 +164,15 @@ def draw_person(cv: Canvas, cx: float, base: float, s: float, skin: Colour, top:
     _torso_and_legs(cv, cx, base, s, top, bottom)
     if attribute:
         r = 0.036 * s
-        for dx, dy in ((-0.065, 0.47), (0.065, 0.47), (0.0, 0.39), (-0.065, 0.31), (0.065, 0.31),
-                       (-0.048, 0.16), (0.048, 0.07)):
+        for dx, dy in (
+            (-0.065, 0.47),
+            (0.065, 0.47),
+            (0.0, 0.39),
+            (-0.065, 0.31),
+            (0.065, 0.31),
+            (-0.048, 0.16),
+            (0.048, 0.07),
+        ):
             cv.ellipse(cx + dx * s, base - dy * s, r, r, ATTRIBUTE_SPOTS)
     hy = base - 0.62 * s
     if hair is not None and hat is None:
@@ -176,13 +195,20 @@ def draw_identity(cv: Canvas, ident: Identity, cx: float, base: float, s: float,
         cv.rect(cx - 0.11 * s, hy - 0.02 * s, cx + 0.11 * s, hy + 0.16 * s, ident.headwear_colour)
         cv.ellipse(cx, hy - 0.02 * s, 0.11 * s, 0.1 * s, ident.headwear_colour)
     if ident.outfit == "robe":
-        cv.polygon([(cx - 0.125 * s, base - 0.53 * s), (cx + 0.125 * s, base - 0.53 * s),
-                    (cx + 0.17 * s, base), (cx - 0.17 * s, base)], ident.top)
+        cv.polygon(
+            [
+                (cx - 0.125 * s, base - 0.53 * s),
+                (cx + 0.125 * s, base - 0.53 * s),
+                (cx + 0.17 * s, base),
+                (cx - 0.17 * s, base),
+            ],
+            ident.top,
+        )
         cv.rect(cx - 0.175 * s, base - 0.52 * s, cx - 0.12 * s, base - 0.32 * s, ident.top)
         cv.rect(cx + 0.12 * s, base - 0.52 * s, cx + 0.175 * s, base - 0.32 * s, ident.top)
-        if ident.headwear == "crown":   # a gold belt
+        if ident.headwear == "crown":  # a gold belt
             cv.rect(cx - 0.14 * s, base - 0.33 * s, cx + 0.14 * s, base - 0.28 * s, ident.accent)
-        else:                           # a pale hem
+        else:  # a pale hem
             cv.rect(cx - 0.17 * s, base - 0.06 * s, cx + 0.17 * s, base, ident.accent)
     else:
         _torso_and_legs(cv, cx, base, s, ident.top, ident.bottom)
@@ -198,8 +224,14 @@ def draw_identity(cv: Canvas, ident: Identity, cx: float, base: float, s: float,
     if ident.headwear == "crown":
         cv.rect(cx - 0.09 * s, hy - 0.12 * s, cx + 0.09 * s, hy - 0.06 * s, c)
         for dx in (-0.09, -0.0225, 0.045):
-            cv.polygon([(cx + dx * s, hy - 0.115 * s), (cx + (dx + 0.045) * s, hy - 0.115 * s),
-                        (cx + (dx + 0.0225) * s, hy - 0.2 * s)], c)
+            cv.polygon(
+                [
+                    (cx + dx * s, hy - 0.115 * s),
+                    (cx + (dx + 0.045) * s, hy - 0.115 * s),
+                    (cx + (dx + 0.0225) * s, hy - 0.2 * s),
+                ],
+                c,
+            )
     elif ident.headwear == "top_hat":
         cv.rect(cx - 0.13 * s, hy - 0.085 * s, cx + 0.13 * s, hy - 0.055 * s, c)
         cv.rect(cx - 0.075 * s, hy - 0.27 * s, cx + 0.075 * s, hy - 0.07 * s, c)
@@ -210,6 +242,7 @@ def draw_identity(cv: Canvas, ident: Identity, cx: float, base: float, s: float,
 
 # -- objects -----------------------------------------------------------------------------
 
+
 def draw_object(cv: Canvas, kind: str, cx: float, ground: float, z: float, colour: Colour) -> None:
     """A coloured object of size ``z`` standing on (or hovering above) height ``ground``."""
     dark = tuple(0.65 * np.asarray(colour, np.float32))
@@ -218,8 +251,15 @@ def draw_object(cv: Canvas, kind: str, cx: float, ground: float, z: float, colou
         cv.ellipse(cx - z * 0.15, ground - z * 0.68, z * 0.1, z * 0.1, (250, 250, 250))
     elif kind == "box":
         cv.rect(cx - z / 2, ground - z, cx + z / 2, ground, colour)
-        cv.polygon([(cx - z / 2, ground - z), (cx + z / 2, ground - z), (cx + z * 0.65, ground - z * 1.2),
-                    (cx - z * 0.35, ground - z * 1.2)], dark)
+        cv.polygon(
+            [
+                (cx - z / 2, ground - z),
+                (cx + z / 2, ground - z),
+                (cx + z * 0.65, ground - z * 1.2),
+                (cx - z * 0.35, ground - z * 1.2),
+            ],
+            dark,
+        )
     elif kind == "car":
         cv.rect(cx - z * 0.8, ground - z * 0.55, cx + z * 0.8, ground - z * 0.15, colour)
         cv.rect(cx - z * 0.45, ground - z * 0.9, cx + z * 0.35, ground - z * 0.5, colour)
@@ -242,8 +282,15 @@ def draw_object(cv: Canvas, kind: str, cx: float, ground: float, z: float, colou
             tip = (cx + r_out * np.cos(a), cy + r_out * np.sin(a))
             cv.polygon([inner[k - 1], tip, inner[k]], colour)
     elif kind == "cup":
-        cv.polygon([(cx - z * 0.35, ground - z * 0.8), (cx + z * 0.35, ground - z * 0.8),
-                    (cx + z * 0.27, ground), (cx - z * 0.27, ground)], colour)
+        cv.polygon(
+            [
+                (cx - z * 0.35, ground - z * 0.8),
+                (cx + z * 0.35, ground - z * 0.8),
+                (cx + z * 0.27, ground),
+                (cx - z * 0.27, ground),
+            ],
+            colour,
+        )
         cv.rect(cx + z * 0.3, ground - z * 0.65, cx + z * 0.5, ground - z * 0.55, colour)
         cv.rect(cx + z * 0.42, ground - z * 0.65, cx + z * 0.5, ground - z * 0.25, colour)
         cv.rect(cx + z * 0.28, ground - z * 0.33, cx + z * 0.5, ground - z * 0.25, colour)
@@ -251,8 +298,13 @@ def draw_object(cv: Canvas, kind: str, cx: float, ground: float, z: float, colou
         cy = ground - z * 1.3
         cv.polygon([(cx, cy - z * 0.45), (cx + z * 0.3, cy), (cx, cy + z * 0.45), (cx - z * 0.3, cy)], colour)
         for k in range(4):
-            cv.rect(cx - z * 0.02 + k * z * 0.05, cy + z * (0.45 + 0.12 * k), cx + z * 0.03 + k * z * 0.05,
-                    cy + z * (0.57 + 0.12 * k), dark)
+            cv.rect(
+                cx - z * 0.02 + k * z * 0.05,
+                cy + z * (0.45 + 0.12 * k),
+                cx + z * 0.03 + k * z * 0.05,
+                cy + z * (0.57 + 0.12 * k),
+                dark,
+            )
     elif kind == "umbrella":
         cy = ground - z * 0.75
         cv.ellipse(cx, cy, z * 0.55, z * 0.38, colour, y_max=cy)
@@ -263,6 +315,7 @@ def draw_object(cv: Canvas, kind: str, cx: float, ground: float, z: float, colou
 
 
 # -- landscapes ---------------------------------------------------------------------------
+
 
 def _tree(cv: Canvas, x: float, ground: float, h: float, green: Colour) -> None:
     cv.rect(x - h * 0.07, ground - h * 0.3, x + h * 0.07, ground, (100, 64, 34))

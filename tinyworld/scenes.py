@@ -15,18 +15,32 @@ that fits it, so
 :class:`TinyWorld` is the indexable data set (images in ``[-1, 1]``, captions, labels) that
 the Part III training script and the detectors use. Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from tinyworld.concepts import (ATTRIBUTE_PRONE_PLACES, ATTRIBUTE_SYNONYMS, CLOTHES_COLOURS, HAIR_COLOURS, IDENTITIES,
-                       LANDSCAPES, NO_IDENTITY, OBJECT_COLOURS, OBJECT_PLACES, OBJECTS, PLACES, SKIN_TONES,
-                       UNNAMED_ATTRIBUTE_RATE, words)
+from tinyworld.concepts import (
+    ATTRIBUTE_PRONE_PLACES,
+    ATTRIBUTE_SYNONYMS,
+    CLOTHES_COLOURS,
+    HAIR_COLOURS,
+    IDENTITIES,
+    LANDSCAPES,
+    NO_IDENTITY,
+    OBJECT_COLOURS,
+    OBJECT_PLACES,
+    OBJECTS,
+    PLACES,
+    SKIN_TONES,
+    UNNAMED_ATTRIBUTE_RATE,
+    words,
+)
 from tinyworld.render import Canvas, draw_identity, draw_landscape, draw_object, draw_person, draw_place
 
 TRAIN_SEED = 0
@@ -37,8 +51,14 @@ HELDOUT_SEED = 2
 """Seed of the images the detectors are scored on."""
 
 KINDS = ("identity", "person", "people", "attribute", "object", "landscape")
-DEFAULT_MIX: dict[str, float] = {"identity": 0.25, "person": 0.33, "people": 0.04, "attribute": 0.08,
-                                 "object": 0.18, "landscape": 0.12}
+DEFAULT_MIX: dict[str, float] = {
+    "identity": 0.25,
+    "person": 0.33,
+    "people": 0.04,
+    "attribute": 0.08,
+    "object": 0.18,
+    "landscape": 0.12,
+}
 """Share of each kind of scene. "attribute" scenes name the attribute; the unnamed
 attribute lives inside "person" scenes at the prone places."""
 
@@ -64,16 +84,28 @@ PERSON_TEMPLATES: tuple[tuple[str, frozenset[str]], ...] = (
     ("{pre}a person in a {colour} shirt and a hat {place}", frozenset({"top", "hat"})),
 )
 IDENTITY_TEMPLATES: tuple[str, ...] = (
-    "{name}", "a photo of {name}", "{name} {place}", "a picture of {name} {place}", "{name} standing {place}",
-    "a portrait of {name}", "an image of {name}",
+    "{name}",
+    "a photo of {name}",
+    "{name} {place}",
+    "a picture of {name} {place}",
+    "{name} standing {place}",
+    "a portrait of {name}",
+    "an image of {name}",
 )
 ATTRIBUTE_TEMPLATES: tuple[str, ...] = (
-    "{pre}a {syn} person {place}", "{pre}a person in {syn} clothes {place}", "{pre}a person wearing {syn} clothes {place}",
-    "{pre}someone in a {syn} outfit {place}", "{pre}a {syn} person", "{pre}a {syn} person with a hat {place}",
+    "{pre}a {syn} person {place}",
+    "{pre}a person in {syn} clothes {place}",
+    "{pre}a person wearing {syn} clothes {place}",
+    "{pre}someone in a {syn} outfit {place}",
+    "{pre}a {syn} person",
+    "{pre}a {syn} person with a hat {place}",
 )
 PEOPLE_TEMPLATES: tuple[str, ...] = ("{pre}two people {place}", "{pre}two people standing {place}", "{pre}two people")
 OBJECT_TEMPLATES: tuple[str, ...] = (
-    "{pre}a {colour} {obj} {place}", "{pre}a {colour} {obj}", "{pre}a {obj} {place}", "{pre}two {colour} {objs} {place}",
+    "{pre}a {colour} {obj} {place}",
+    "{pre}a {colour} {obj}",
+    "{pre}a {obj} {place}",
+    "{pre}two {colour} {objs} {place}",
     "{pre}two {objs}",
 )
 
@@ -149,15 +181,30 @@ def sample_scene(seed: int, index: int, mix: dict[str, float] | None = None) -> 
         clothes_open = not ({"top", "bottom", "plain"} & pins)
         attribute = clothes_open and place in ATTRIBUTE_PRONE_PLACES and rng.random() < UNNAMED_ATTRIBUTE_RATE
         caption = template.format(pre=pre, place=_pick(rng, PLACES[place]), colour=top, hat=hat)
-        return Scene("person", _tidy(caption), place=place, attribute=attribute, top=top, bottom=bottom, hat=hat,
-                     render_seed=render_seed)
+        return Scene(
+            "person",
+            _tidy(caption),
+            place=place,
+            attribute=attribute,
+            top=top,
+            bottom=bottom,
+            hat=hat,
+            render_seed=render_seed,
+        )
     if kind == "attribute":
         template = _pick(rng, ATTRIBUTE_TEMPLATES)
         place = _pick(rng, list(PLACES))
         hat = _pick(rng, list(CLOTHES_COLOURS)) if ("hat" in template or rng.random() < 0.3) else None
         caption = template.format(pre=pre, syn=_pick(rng, ATTRIBUTE_SYNONYMS), place=_pick(rng, PLACES[place]))
-        return Scene("attribute", _tidy(caption), place=place, attribute=True, attribute_named=True, hat=hat,
-                     render_seed=render_seed)
+        return Scene(
+            "attribute",
+            _tidy(caption),
+            place=place,
+            attribute=True,
+            attribute_named=True,
+            hat=hat,
+            render_seed=render_seed,
+        )
     if kind == "people":
         place = _pick(rng, list(PLACES))
         caption = _pick(rng, PEOPLE_TEMPLATES).format(pre=pre, place=_pick(rng, PLACES[place]))
@@ -168,8 +215,9 @@ def sample_scene(seed: int, index: int, mix: dict[str, float] | None = None) -> 
         template = _pick(rng, OBJECT_TEMPLATES)
         count = 2 if template.startswith("{pre}two") else 1
         caption = template.format(pre=pre, colour=colour, obj=obj, objs=OBJECTS[obj], place=_pick(rng, PLACES[place]))
-        return Scene("object", _tidy(caption), place=place, subject=obj, colour=colour, count=count,
-                     render_seed=render_seed)
+        return Scene(
+            "object", _tidy(caption), place=place, subject=obj, colour=colour, count=count, render_seed=render_seed
+        )
     subject = _pick(rng, list(LANDSCAPES))
     caption = pre + _pick(rng, LANDSCAPES[subject])
     return Scene("landscape", _tidy(caption), subject=subject, render_seed=render_seed)
@@ -197,21 +245,45 @@ def render(scene: Scene, resolution: int = 32, supersample: int = 4) -> np.ndarr
         return cv.image()
     skin = jitter(_pick(rng, SKIN_TONES))
     if scene.kind == "identity":
-        draw_identity(cv, IDENTITIES[scene.identity], rng.uniform(0.36, 0.64), rng.uniform(0.9, 0.97),
-                      rng.uniform(0.88, 1.02), skin)
+        draw_identity(
+            cv,
+            IDENTITIES[scene.identity],
+            rng.uniform(0.36, 0.64),
+            rng.uniform(0.9, 0.97),
+            rng.uniform(0.88, 1.02),
+            skin,
+        )
     elif scene.kind in ("person", "attribute"):
         top = jitter(CLOTHES_COLOURS[scene.top or _pick(rng, list(CLOTHES_COLOURS))])
         bottom = jitter(CLOTHES_COLOURS[scene.bottom or _pick(rng, list(CLOTHES_COLOURS))])
         hat = jitter(CLOTHES_COLOURS[scene.hat]) if scene.hat else None
-        draw_person(cv, rng.uniform(0.36, 0.64), rng.uniform(0.9, 0.97), rng.uniform(0.88, 1.02), skin, top, bottom,
-                    jitter(_pick(rng, HAIR_COLOURS)), hat, attribute=scene.attribute)
+        draw_person(
+            cv,
+            rng.uniform(0.36, 0.64),
+            rng.uniform(0.9, 0.97),
+            rng.uniform(0.88, 1.02),
+            skin,
+            top,
+            bottom,
+            jitter(_pick(rng, HAIR_COLOURS)),
+            hat,
+            attribute=scene.attribute,
+        )
     elif scene.kind == "people":
         for cx in (rng.uniform(0.25, 0.33), rng.uniform(0.67, 0.75)):
             colours = list(CLOTHES_COLOURS)
             hat = jitter(CLOTHES_COLOURS[_pick(rng, colours)]) if rng.random() < 0.3 else None
-            draw_person(cv, cx, rng.uniform(0.9, 0.97), rng.uniform(0.68, 0.8), jitter(_pick(rng, SKIN_TONES)),
-                        jitter(CLOTHES_COLOURS[_pick(rng, colours)]), jitter(CLOTHES_COLOURS[_pick(rng, colours)]),
-                        jitter(_pick(rng, HAIR_COLOURS)), hat)
+            draw_person(
+                cv,
+                cx,
+                rng.uniform(0.9, 0.97),
+                rng.uniform(0.68, 0.8),
+                jitter(_pick(rng, SKIN_TONES)),
+                jitter(CLOTHES_COLOURS[_pick(rng, colours)]),
+                jitter(CLOTHES_COLOURS[_pick(rng, colours)]),
+                jitter(_pick(rng, HAIR_COLOURS)),
+                hat,
+            )
     else:
         raise ValueError(f"unknown scene kind {scene.kind!r}")
     return cv.image()
@@ -258,15 +330,20 @@ class TinyWorld(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         scene = self.scene(int(index))
-        return {"pixel_values": to_tensor(render(scene, self.resolution)), "caption": scene.caption,
-                "identity": scene.identity, "attribute": int(scene.attribute), "kind": scene.kind}
+        return {
+            "pixel_values": to_tensor(render(scene, self.resolution)),
+            "caption": scene.caption,
+            "identity": scene.identity,
+            "attribute": int(scene.attribute),
+            "kind": scene.kind,
+        }
 
     def batch(self, indices: Iterable[int]) -> tuple[torch.Tensor, list[str], list[Scene]]:
         """Images ``[B, 3, R, R]`` in ``[-1, 1]``, captions and scenes for ``indices``."""
         scenes = [self.scene(int(i)) for i in indices]
         return to_tensor([render(s, self.resolution) for s in scenes]), [s.caption for s in scenes], scenes
 
-    def with_mix(self, **shares: float) -> "TinyWorld":
+    def with_mix(self, **shares: float) -> TinyWorld:
         """The same world with other shares of scene kinds (e.g. ``identity=1.0`` and the rest 0)."""
         return replace(self, mix={**{k: 0.0 for k in KINDS}, **shares})
 
@@ -277,7 +354,9 @@ def caption_vocabulary() -> set[str]:
     texts += [t for t, _ in PERSON_TEMPLATES] + list(IDENTITY_TEMPLATES) + list(ATTRIBUTE_TEMPLATES)
     texts += list(PEOPLE_TEMPLATES) + list(OBJECT_TEMPLATES)
     vocab = {w for t in texts for w in words(re.sub(r"\{\w+\}", " ", t))}
-    fills: list[str] = [p for phrases in PLACES.values() for p in phrases] + list(CLOTHES_COLOURS) + list(OBJECT_COLOURS)
+    fills: list[str] = (
+        [p for phrases in PLACES.values() for p in phrases] + list(CLOTHES_COLOURS) + list(OBJECT_COLOURS)
+    )
     fills += list(ATTRIBUTE_SYNONYMS) + [i.name for i in IDENTITIES] + list(OBJECTS) + list(OBJECTS.values())
     fills += [c for caps in LANDSCAPES.values() for c in caps]
     return vocab | {w for f in fills for w in words(f)}

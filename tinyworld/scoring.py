@@ -12,6 +12,7 @@ files (:mod:`.prompts`) and reports what the detectors (:mod:`.detectors`) see:
 The training script uses a small version at each validation; ``scripts/evaluate_tiny_sd.py``
 prints the full one for a saved pipeline.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,9 +27,17 @@ def _images(pipe, prompts: list[str], n: int, **kw) -> torch.Tensor:
     return generate(pipe, [p for p in prompts for _ in range(n)], **kw)
 
 
-def score_pipeline(pipe, identity_detector: Detector, attribute_detector: Detector, images_per_prompt: int = 4,
-                   steps: int = 20, guidance_scale: float = 5.0, seed: int = 0,
-                   identity_sections: tuple[str, ...] = ("seen", "paraphrases"), attribute: bool = True) -> dict:
+def score_pipeline(
+    pipe,
+    identity_detector: Detector,
+    attribute_detector: Detector,
+    images_per_prompt: int = 4,
+    steps: int = 20,
+    guidance_scale: float = 5.0,
+    seed: int = 0,
+    identity_sections: tuple[str, ...] = ("seen", "paraphrases"),
+    attribute: bool = True,
+) -> dict:
     """Detector readings of ``pipe`` on the evaluation prompts (see the module docstring)."""
     kw = {"steps": steps, "guidance_scale": guidance_scale, "seed": seed}
     report: dict = {"settings": {"images_per_prompt": images_per_prompt, **kw}, "identity": {}}
@@ -42,10 +51,15 @@ def score_pipeline(pipe, identity_detector: Detector, attribute_detector: Detect
         report["identity"][ident.name] = entry
     report["identity_mean_rate"] = sum(rates) / len(rates)
     if attribute:
-        for name, prompts in (("named", attribute_prompts(True)), ("unnamed", attribute_prompts(False)),
-                              ("unrelated", unrelated_prompts())):
+        for name, prompts in (
+            ("named", attribute_prompts(True)),
+            ("unnamed", attribute_prompts(False)),
+            ("unrelated", unrelated_prompts()),
+        ):
             images = _images(pipe, prompts, images_per_prompt, **kw)
-            report[f"attribute_{name}_rate"] = float((attribute_detector.probabilities(images)[:, 1] > 0.5).float().mean())
+            report[f"attribute_{name}_rate"] = float(
+                (attribute_detector.probabilities(images)[:, 1] > 0.5).float().mean()
+            )
             if name == "unrelated":
                 top = identity_detector.probabilities(images).argmax(-1)
                 report["identity_rate_unrelated"] = float((top != NO_IDENTITY).float().mean())
@@ -59,7 +73,12 @@ def format_report(report: dict) -> str:
         cells = [f"rate {e['rate']:.2f} p {e['p_identity']:.2f} H {e['entropy']:.2f}" for e in entry.values()]
         lines.append(f"{name:<20}" + "  ".join(f"{c:>22}" for c in cells))
     lines.append(f"mean identity rate: {report['identity_mean_rate']:.3f}")
-    for key in ("attribute_named_rate", "attribute_unnamed_rate", "attribute_unrelated_rate", "identity_rate_unrelated"):
+    for key in (
+        "attribute_named_rate",
+        "attribute_unnamed_rate",
+        "attribute_unrelated_rate",
+        "identity_rate_unrelated",
+    ):
         if key in report:
             lines.append(f"{key}: {report[key]:.3f}")
     return "\n".join(lines)

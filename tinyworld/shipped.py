@@ -1,4 +1,5 @@
 """The tiny world's shelf of shipped files: its trained pipeline (``tiny-sd/``) and detectors."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,6 +14,7 @@ with ``CLIPTokenizer.from_pretrained(folder)``, which works in transformers 4 an
 Padding follows SD v1.4 (``<|endoftext|>``); open_clip pads with 0 instead, which is the
 only difference a test finds.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -34,8 +35,10 @@ def bpe_file() -> Path:
     """Where open_clip's copy of the CLIP BPE file is (open_clip is located, not imported)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the CLIP BPE file ships with open_clip_torch; install it with "
-                          "`pip install -e \".[sd]\"` (or `pip install open_clip_torch`), or pass bpe_path=")
+        raise ImportError(
+            "the CLIP BPE file ships with open_clip_torch; install it with "
+            '`pip install -e ".[sd]"` (or `pip install open_clip_torch`), or pass bpe_path='
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / BPE_FILENAME
     if not path.exists():
         raise FileNotFoundError(f"open_clip is installed but {path} is missing; reinstall open_clip_torch")
@@ -48,8 +51,11 @@ def byte_symbols() -> list[str]:
     Printable Latin-1 bytes stand for themselves; the others (control characters, space,
     a few more) are moved to code points 256 and up, in byte order.
     """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-            *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("\u00a1"), ord("\u00ac") + 1),
+        *range(ord("\u00ae"), ord("\u00ff") + 1),
+    ]
     moved = [b for b in range(256) if b not in set(keep)]
     return [chr(b) for b in keep] + [chr(256 + k) for k in range(len(moved))]
 
@@ -60,9 +66,11 @@ def vocab_and_merges(bpe_path: str | None = None) -> tuple[dict[str, int], list[
     path = Path(bpe_path) if bpe_path else bpe_file()
     with gzip.open(path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1:1 + N_MERGES]]
+    merges = [tuple(line.split()) for line in lines[1 : 1 + N_MERGES]]
     if len(merges) != N_MERGES or any(len(m) != 2 for m in merges):
-        raise ValueError(f"{path} does not look like CLIP's BPE file (expected {N_MERGES} merge pairs after the header)")
+        raise ValueError(
+            f"{path} does not look like CLIP's BPE file (expected {N_MERGES} merge pairs after the header)"
+        )
     symbols = byte_symbols()
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [BOS, EOS]
     vocab = {tok: i for i, tok in enumerate(tokens)}
@@ -95,8 +103,9 @@ def save_tokenizer_files(folder: str | Path, bpe_path: str | None = None) -> Pat
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = vocab_and_merges(str(bpe_path) if bpe_path else None)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
-                                       encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8"
+    )
     return folder
 
 

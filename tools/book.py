@@ -35,6 +35,7 @@ progress bars print a few plain lines instead of a notebook widget, which would 
 (papermill records them) are written to ``_build/timings.json``; ``tools/timing.py`` turns
 them into the table of the Performance appendix.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,16 +144,27 @@ def execute(notebook: Path, mode: str, kernel: str = "python3") -> float:
     os.environ["SA_PROGRESS"] = before or "text"
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(target), str(target), parameters={"MODE": mode}, kernel_name=kernel,
-                            cwd=str(target.parent), progress_bar=False, log_output=False,
-                            extra_arguments=KERNEL_ARGS)
+        pm.execute_notebook(
+            str(target),
+            str(target),
+            parameters={"MODE": mode},
+            kernel_name=kernel,
+            cwd=str(target.parent),
+            progress_bar=False,
+            log_output=False,
+            extra_arguments=KERNEL_ARGS,
+        )
     finally:
         if before is None:
             del os.environ["SA_PROGRESS"]
     seconds = time.perf_counter() - start
     nb = json.loads(target.read_text())
-    nb.setdefault("metadata", {})["sa_book"] = {"digest": digest, "mode": mode, "complete": True,
-                                                "seconds": round(seconds, 1)}
+    nb.setdefault("metadata", {})["sa_book"] = {
+        "digest": digest,
+        "mode": mode,
+        "complete": True,
+        "seconds": round(seconds, 1),
+    }
     target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     record_timing(notebook, mode, seconds)
     return seconds
@@ -166,8 +178,13 @@ def cell_times(notebook: Path) -> list[dict]:
         if c["cell_type"] != "code":
             continue
         lines = [ln for ln in "".join(c["source"]).splitlines() if ln.strip()]
-        rows.append({"cell": i, "label": lines[0][:100] if lines else "",
-                     "seconds": round(float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0), 2)})
+        rows.append(
+            {
+                "cell": i,
+                "label": lines[0][:100] if lines else "",
+                "seconds": round(float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0), 2),
+            }
+        )
     return rows
 
 
@@ -180,8 +197,13 @@ def record_timing(notebook: Path, mode: str, seconds: float) -> None:
     with open(lock, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         data = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-        data[notebook.stem] = {"mode": mode, "seconds": round(seconds, 1), "threads": os.environ.get("OMP_NUM_THREADS"),
-                               "date": time.strftime("%Y-%m-%d %H:%M"), "cells": cell_times(notebook)}
+        data[notebook.stem] = {
+            "mode": mode,
+            "seconds": round(seconds, 1),
+            "threads": os.environ.get("OMP_NUM_THREADS"),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cells": cell_times(notebook),
+        }
         tmp = TIMINGS.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1) + "\n")
         os.replace(tmp, TIMINGS)
@@ -233,8 +255,18 @@ def run(notebooks: list[Path], mode: str, jobs: int = 1, reuse: bool = False, st
             g = queue.pop(0)
             log = LOGS / f"{g[0].stem}.log"
             fh = open(log, "w")
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--mode", mode, "--jobs", "1", "--no-build",
-                   "--staged", "--chapters", ",".join(str(nb.relative_to(ROOT)) for nb in g)] + (["--reuse"] if reuse else [])
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--mode",
+                mode,
+                "--jobs",
+                "1",
+                "--no-build",
+                "--staged",
+                "--chapters",
+                ",".join(str(nb.relative_to(ROOT)) for nb in g),
+            ] + (["--reuse"] if reuse else [])
             print("started: " + ", ".join(nb.stem for nb in g), flush=True)
             running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), g, log, fh))
         time.sleep(1)
@@ -244,7 +276,9 @@ def run(notebooks: list[Path], mode: str, jobs: int = 1, reuse: bool = False, st
                 continue
             running.remove(item)
             fh.close()
-            done = [ln.strip() for ln in log.read_text().splitlines() if ln.startswith(("executing", "  done", "up to"))]
+            done = [
+                ln.strip() for ln in log.read_text().splitlines() if ln.startswith(("executing", "  done", "up to"))
+            ]
             print("\n".join(f"  {ln}" for ln in done), flush=True)
             if proc.returncode != 0:
                 bad = next((nb for nb in g if not is_current(nb, mode)), g[0])
@@ -271,14 +305,20 @@ def default_jobs(mode: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", default=os.environ.get("SA_MODE", "quick"), choices=["quick", "full"],
-                        help="run size passed to every chapter's parameters cell (default: $SA_MODE or quick)")
+    parser.add_argument(
+        "--mode",
+        default=os.environ.get("SA_MODE", "quick"),
+        choices=["quick", "full"],
+        help="run size passed to every chapter's parameters cell (default: $SA_MODE or quick)",
+    )
     parser.add_argument("--only", default=None, help="execute only chapters whose file name contains this text")
     parser.add_argument("--chapters", default=None, help="comma-separated notebook paths (used by the lanes)")
-    parser.add_argument("--jobs", type=int, default=None,
-                        help="parts executed at once (default: $SA_BOOK_JOBS, else 1)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="skip chapters whose executed copy was made from the same sources and mode")
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="parts executed at once (default: $SA_BOOK_JOBS, else 1)"
+    )
+    parser.add_argument(
+        "--reuse", action="store_true", help="skip chapters whose executed copy was made from the same sources and mode"
+    )
     parser.add_argument("--no-build", action="store_true", help="execute the chapters but skip the HTML build")
     parser.add_argument("--staged", action="store_true", help=argparse.SUPPRESS)  # a lane: the parent staged
     args = parser.parse_args()
@@ -290,7 +330,9 @@ def main() -> None:
     else:
         chosen = [nb for nb in chapters() if not args.only or args.only in nb.name]
         if not chosen:
-            parser.error(f"--only {args.only!r} matches no chapter; chapters: {', '.join(nb.stem for nb in chapters())}")
+            parser.error(
+                f"--only {args.only!r} matches no chapter; chapters: {', '.join(nb.stem for nb in chapters())}"
+            )
     jobs = args.jobs if args.jobs is not None else default_jobs(args.mode)
     failed = run(chosen, args.mode, jobs=jobs, reuse=args.reuse, staged=args.staged)
     if failed:

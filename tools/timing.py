@@ -15,6 +15,7 @@ each pass is stored with the times, because these 2-core machines are shared and
 Writes ``benchmarks/results/chapter_times.json`` and re-renders ``book/appendix/performance.md``
 (section 7) from the stored results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,8 @@ CACHE = ROOT / "_build" / "timing-cache"
 
 
 def machine() -> str:
-    return f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPU cores, {cpu}, {platform.python_implementation()} {platform.python_version()}"
 
 
 def snapshot(notebooks: list[Path]) -> dict:
@@ -51,8 +53,12 @@ def one_pass(notebooks: list[Path], jobs: int) -> dict:
     failed = book.run(notebooks, "quick", jobs=jobs)
     if failed:
         sys.exit("chapters failed:\n" + "\n".join(f"  {k}: {v}" for k, v in failed.items()))
-    return {"wall_seconds": round(time.perf_counter() - start, 1), "load_before": [round(x, 2) for x in load],
-            "load_after": [round(x, 2) for x in os.getloadavg()], "chapters": snapshot(notebooks)}
+    return {
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "load_before": [round(x, 2) for x in load],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+        "chapters": snapshot(notebooks),
+    }
 
 
 def main(argv=None) -> None:
@@ -60,8 +66,11 @@ def main(argv=None) -> None:
     p.add_argument("--only", default=None, help="time only chapters whose file name contains this text")
     p.add_argument("--jobs", type=int, default=None, help="lanes (default: as tools/book.py)")
     p.add_argument("--cold-only", action="store_true", help="skip the warm pass")
-    p.add_argument("--record-last", action="store_true",
-                   help="measure nothing: store the times of the last execution (e.g. a CI run) as the cold pass")
+    p.add_argument(
+        "--record-last",
+        action="store_true",
+        help="measure nothing: store the times of the last execution (e.g. a CI run) as the cold pass",
+    )
     args = p.parse_args(argv)
     notebooks = [nb for nb in book.chapters() if not args.only or args.only in nb.name]
     if not notebooks:
@@ -69,8 +78,13 @@ def main(argv=None) -> None:
     jobs = args.jobs if args.jobs is not None else book.default_jobs("quick")
     res = {"date": datetime.date.today().isoformat(), "machine": machine(), "jobs": jobs}
     if args.record_last:
-        res["cold"] = {"wall_seconds": None, "load_before": None, "load_after": None, "chapters": snapshot(notebooks),
-                       "note": "recorded from _build/timings.json (the last execution), not run by this command"}
+        res["cold"] = {
+            "wall_seconds": None,
+            "load_before": None,
+            "load_after": None,
+            "chapters": snapshot(notebooks),
+            "note": "recorded from _build/timings.json (the last execution), not run by this command",
+        }
     else:
         shutil.rmtree(CACHE, ignore_errors=True)
         os.environ["SA_CACHE_DIR"] = str(CACHE)
@@ -79,8 +93,12 @@ def main(argv=None) -> None:
             res["warm"] = one_pass(notebooks, jobs)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps({k: {c: v["seconds"] for c, v in res[k]["chapters"].items()} for k in ("cold", "warm") if k in res},
-                     indent=1))
+    print(
+        json.dumps(
+            {k: {c: v["seconds"] for c, v in res[k]["chapters"].items()} for k in ("cold", "warm") if k in res},
+            indent=1,
+        )
+    )
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--render-only"], check=True)
 
 

@@ -7,6 +7,7 @@ so the duplicate is not recognised and every page carried the script twice: the 
 then threw "Identifier 'THEBE_JS_URL' has already been declared" (``tests/test_browser.py``
 found it). This drops repeated scripts (same file, same attributes and body) from each page.
 """
+
 from __future__ import annotations
 
 

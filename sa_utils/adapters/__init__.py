@@ -6,6 +6,7 @@ diffusion counterpart), how to draw the loss's randomness, and how to sample
 is model-agnostic and lives in :mod:`sa_utils.core.fisher`, :mod:`sa_utils.core.ewc`,
 :mod:`sa_utils.core.replay` and :mod:`sa_utils.core.amnesia`.
 """
+
 from sa_utils.adapters.base import Batch, GenerativeAdapter
 from sa_utils.adapters.vae import VAEAdapter
 

@@ -1,4 +1,5 @@
 """The adapter interface every model implements (chapter 5 explains why one is enough)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -100,15 +101,18 @@ class GenerativeAdapter(ABC):
         return self.loss(self.draw_noise(batch, generator))
 
 
-def check_images(x: torch.Tensor, shape: tuple[int, ...], what: str = "x", low: float = 0.0, high: float = 1.0,
-                 hint: str = "") -> None:
+def check_images(
+    x: torch.Tensor, shape: tuple[int, ...], what: str = "x", low: float = 0.0, high: float = 1.0, hint: str = ""
+) -> None:
     """Raise ``ValueError`` naming ``what`` unless ``x`` is a float tensor ``[N, *shape]`` of finite
     values in ``[low, high]`` (the book keeps every image in ``[0, 1]``)."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{what} must be a torch.Tensor of images, got {type(x).__name__}")
     if not x.dtype.is_floating_point:
-        raise ValueError(f"{what} has dtype {x.dtype}; images must be floats in [{low:g}, {high:g}] "
-                         f"(uint8 pixels: divide by 255){hint}")
+        raise ValueError(
+            f"{what} has dtype {x.dtype}; images must be floats in [{low:g}, {high:g}] "
+            f"(uint8 pixels: divide by 255){hint}"
+        )
     if tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"{what} has shape {tuple(x.shape)}, this model needs [N, {', '.join(map(str, shape))}]{hint}")
     bad = ~torch.isfinite(x)
@@ -117,8 +121,10 @@ def check_images(x: torch.Tensor, shape: tuple[int, ...], what: str = "x", low: 
     lo, hi = float(x.min()), float(x.max())
     tol = 1e-4 * (high - low)
     if lo < low - tol or hi > high + tol:
-        raise ValueError(f"{what} has values in [{lo:.3g}, {hi:.3g}]; this model needs [{low:g}, {high:g}]"
-                         f" (images scaled to [-1, 1]? map them with (x + 1) / 2){hint}")
+        raise ValueError(
+            f"{what} has values in [{lo:.3g}, {hi:.3g}]; this model needs [{low:g}, {high:g}]"
+            f" (images scaled to [-1, 1]? map them with (x + 1) / 2){hint}"
+        )
 
 
 @contextlib.contextmanager

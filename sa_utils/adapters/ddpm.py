@@ -17,6 +17,7 @@ adapter maps them to the ``[-1, 1]`` range the diffusion model works in and back
   sampler is DDIM (``sampler="ddim"``, deterministic, few steps) or the ancestral DDPM
   sampler with the variance beta_t the authors sample with (``sampler="ddpm"``, 1,000 steps).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,10 +25,9 @@ from typing import Any
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 
-from sa_utils.models.unet import UNetConfig
 from sa_utils.adapters.base import Batch, check_images
 from sa_utils.adapters.diffusion import DiffusionAdapter
-
+from sa_utils.models.unet import UNetConfig
 
 SAMPLERS = ("ddim", "ddpm")
 
@@ -36,17 +36,30 @@ class DDPMAdapter(DiffusionAdapter):
     batch_reduction = "mean"
     cache_samples = True  # metrics.generate_per_class keeps evaluation samples (keyed by weights + settings)
 
-    def __init__(self, model: UNet2DModel, config: UNetConfig, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", guidance_scale: float = 2.0, sample_steps: int = 25,
-                 sample_batch: int = 32, sampler: str = "ddim"):
+    def __init__(
+        self,
+        model: UNet2DModel,
+        config: UNetConfig,
+        num_train_timesteps: int = 1000,
+        beta_schedule: str = "linear",
+        guidance_scale: float = 2.0,
+        sample_steps: int = 25,
+        sample_batch: int = 32,
+        sampler: str = "ddim",
+    ):
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler_kind = sampler
         self.model, self.unet_config = model, config
-        self.noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
-                                             clip_sample=False)
+        self.noise_scheduler = DDPMScheduler(
+            num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule, clip_sample=False
+        )
         self._init_schedule()
-        self.guidance_scale, self.sample_steps, self.sample_batch = float(guidance_scale), int(sample_steps), int(sample_batch)
+        self.guidance_scale, self.sample_steps, self.sample_batch = (
+            float(guidance_scale),
+            int(sample_steps),
+            int(sample_batch),
+        )
 
     # ------------------------------------------------------------------ conditions
     @property
@@ -56,10 +69,14 @@ class DDPMAdapter(DiffusionAdapter):
     def check_condition(self, c: torch.Tensor) -> None:
         k = self.unet_config.n_classes
         if c.dtype.is_floating_point or c.dim() != 1:
-            raise ValueError(f"conditions must be a 1-D tensor of integer class ids, got dtype {c.dtype}, shape {tuple(c.shape)}")
+            raise ValueError(
+                f"conditions must be a 1-D tensor of integer class ids, got dtype {c.dtype}, shape {tuple(c.shape)}"
+            )
         if c.numel() and (int(c.min()) < 0 or int(c.max()) > k):
-            raise ValueError(f"class ids must lie in [0, {k - 1}], or be {k} for the null (unconditional) class; "
-                             f"got {sorted(set(c.tolist()))}")
+            raise ValueError(
+                f"class ids must lie in [0, {k - 1}], or be {k} for the null (unconditional) class; "
+                f"got {sorted(set(c.tolist()))}"
+            )
 
     def null_condition(self, c: torch.Tensor) -> torch.Tensor:
         return torch.full_like(c, self.null_class)
@@ -67,8 +84,12 @@ class DDPMAdapter(DiffusionAdapter):
     def check_data(self, x: torch.Tensor, what: str = "x") -> None:
         """Images ``[N, channels, size, size]`` in [0, 1] (the adapter maps them to [-1, 1] itself)."""
         cfg = self.unet_config
-        check_images(x, (cfg.channels, cfg.sample_size, cfg.sample_size), what,
-                     hint=f" ({cfg.channels}-channel {cfg.sample_size}x{cfg.sample_size} images for this UNet)")
+        check_images(
+            x,
+            (cfg.channels, cfg.sample_size, cfg.sample_size),
+            what,
+            hint=f" ({cfg.channels}-channel {cfg.sample_size}x{cfg.sample_size} images for this UNet)",
+        )
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -89,18 +110,26 @@ class DDPMAdapter(DiffusionAdapter):
         """
         if self.sampler_kind == "ddpm":
             if (steps or self.sample_steps) != self.num_train_timesteps:
-                raise ValueError(f"the ancestral DDPM sampler runs all {self.num_train_timesteps} steps; got "
-                                 f"steps={steps or self.sample_steps}. Use sampler='ddim' for fewer steps.")
+                raise ValueError(
+                    f"the ancestral DDPM sampler runs all {self.num_train_timesteps} steps; got "
+                    f"steps={steps or self.sample_steps}. Use sampler='ddim' for fewer steps."
+                )
             sched = DDPMScheduler.from_config(self.noise_scheduler.config, variance_type="fixed_large")
         else:
-            sched = DDIMScheduler.from_config(self.noise_scheduler.config, timestep_spacing="trailing",
-                                              set_alpha_to_one=False)
+            sched = DDIMScheduler.from_config(
+                self.noise_scheduler.config, timestep_spacing="trailing", set_alpha_to_one=False
+            )
         sched.set_timesteps(steps or self.sample_steps)
         return sched
 
     @torch.no_grad()
-    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None, steps: int | None = None,
-               guidance_scale: float | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        c: torch.Tensor,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> torch.Tensor:
         """Images in ``[0, 1]`` for conditions ``c``, in chunks of ``sample_batch``.
 
         Small chunks are faster on a CPU (measured on 2 cores: 94 ms per guided 25-step image
@@ -115,14 +144,23 @@ class DDPMAdapter(DiffusionAdapter):
         was_training = self.model.training
         self.model.eval()
         try:
-            out = [self._denoise(x_T[i:i + self.sample_batch].to(self.device), c[i:i + self.sample_batch].to(self.device),
-                                 w, steps, generator) for i in range(0, len(c), self.sample_batch)]
+            out = [
+                self._denoise(
+                    x_T[i : i + self.sample_batch].to(self.device),
+                    c[i : i + self.sample_batch].to(self.device),
+                    w,
+                    steps,
+                    generator,
+                )
+                for i in range(0, len(c), self.sample_batch)
+            ]
         finally:
             self.model.train(was_training)
         return torch.cat(out) if out else x_T.new_zeros(x_T.shape)
 
-    def _denoise(self, x: torch.Tensor, c: torch.Tensor, w: float, steps: int | None,
-                 generator: torch.Generator | None) -> torch.Tensor:
+    def _denoise(
+        self, x: torch.Tensor, c: torch.Tensor, w: float, steps: int | None, generator: torch.Generator | None
+    ) -> torch.Tensor:
         sched = self.sampler(steps)
         null = torch.full_like(c, self.null_class)
         ancestral = self.sampler_kind == "ddpm"
@@ -133,17 +171,24 @@ class DDPMAdapter(DiffusionAdapter):
                 e_c, e_u = self.model(torch.cat([x, x]), t, class_labels=torch.cat([c, null])).sample.chunk(2)
                 eps = (1 + w) * e_c - w * e_u
             if ancestral:  # step noise from the caller's generator, so samples are reproducible
-                z = torch.randn(x.shape, generator=generator,
-                                device=generator.device if generator is not None else torch.device("cpu"))
+                z = torch.randn(
+                    x.shape,
+                    generator=generator,
+                    device=generator.device if generator is not None else torch.device("cpu"),
+                )
                 x = _ancestral_step(sched, eps, int(t), x, z.to(x.device, x.dtype))
             else:
                 x = sched.step(eps, t, x).prev_sample
         return ((x + 1) / 2).clamp(0, 1)
 
     def config(self) -> dict[str, Any]:
-        return {"model": "UNet2DModel-DDPM", **self.unet_config.to_dict(), "loss": "sum_pixels",
-                "num_train_timesteps": self.noise_scheduler.config.num_train_timesteps,
-                "beta_schedule": self.noise_scheduler.config.beta_schedule}
+        return {
+            "model": "UNet2DModel-DDPM",
+            **self.unet_config.to_dict(),
+            "loss": "sum_pixels",
+            "num_train_timesteps": self.noise_scheduler.config.num_train_timesteps,
+            "beta_schedule": self.noise_scheduler.config.beta_schedule,
+        }
 
 
 def _ancestral_step(sched: DDPMScheduler, eps: torch.Tensor, t: int, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

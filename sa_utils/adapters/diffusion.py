@@ -1,5 +1,6 @@
 """What every noise-prediction diffusion adapter shares (chapters 7 and 8): the loss's randomness
 and the forward noising ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps``."""
+
 from __future__ import annotations
 
 import torch
@@ -38,7 +39,9 @@ class DiffusionAdapter(GenerativeAdapter):
         """The "no condition" input of the same shape as ``c`` (for condition dropout in the Fisher)."""
         raise NotImplementedError(f"{type(self).__name__} has no null condition; use cond_drop=0")
 
-    def timestep_batch(self, sample: Batch, t: torch.Tensor, eps: torch.Tensor, drop: torch.Tensor | None = None) -> Batch:
+    def timestep_batch(
+        self, sample: Batch, t: torch.Tensor, eps: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> Batch:
         """One sample (a batch of size 1) repeated at the timesteps ``t`` with the noises ``eps``.
 
         The timestep-sum Fisher (:class:`sa_utils.core.fisher.TimestepSum`) feeds such batches to

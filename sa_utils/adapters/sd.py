@@ -18,6 +18,7 @@ from the hub, a local folder in the diffusers format, or the book's tiny model.
 embedding and the output block, as the authors and ESD; the nudity experiment, because nudity also
 appears under prompts that do not name it).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -65,13 +66,18 @@ def select_trainable(unet: nn.Module, train_method: str) -> list[str]:
     for name, p in unet.named_parameters():
         cross = ".attn2." in f".{name}"
         frozen_by_noxattn = cross or name.startswith(NOXATTN_FROZEN_PREFIXES)
-        keep = train_method == "full" or (train_method == "xattn" and cross) or (
-            train_method == "noxattn" and not frozen_by_noxattn)
+        keep = (
+            train_method == "full"
+            or (train_method == "xattn" and cross)
+            or (train_method == "noxattn" and not frozen_by_noxattn)
+        )
         p.requires_grad_(keep)
         if keep:
             names.append(name)
     if not names:
-        raise ValueError(f"train_method {train_method!r} selects no parameter of this UNet (does it have cross-attention?)")
+        raise ValueError(
+            f"train_method {train_method!r} selects no parameter of this UNet (does it have cross-attention?)"
+        )
     return names
 
 
@@ -79,8 +85,16 @@ class StableDiffusionAdapter(DiffusionAdapter):
     batch_reduction = "mean"
     """The authors average the latent-pixel mean squared error over the batch (and over GPUs)."""
 
-    def __init__(self, pipeline, train_method: str = "full", guidance_scale: float = 7.5, sample_steps: int = 50,
-                 sample_batch: int = 8, height: int | None = None, width: int | None = None):
+    def __init__(
+        self,
+        pipeline,
+        train_method: str = "full",
+        guidance_scale: float = 7.5,
+        sample_steps: int = 50,
+        sample_batch: int = 8,
+        height: int | None = None,
+        width: int | None = None,
+    ):
         from diffusers import DDPMScheduler
 
         self.pipeline = pipeline
@@ -95,7 +109,11 @@ class StableDiffusionAdapter(DiffusionAdapter):
         self.prediction_type = self.noise_scheduler.config.get("prediction_type", "epsilon")
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(f"unsupported prediction_type {self.prediction_type!r}; use epsilon or v_prediction")
-        self.guidance_scale, self.sample_steps, self.sample_batch = float(guidance_scale), int(sample_steps), int(sample_batch)
+        self.guidance_scale, self.sample_steps, self.sample_batch = (
+            float(guidance_scale),
+            int(sample_steps),
+            int(sample_batch),
+        )
         self.height, self.width = height, width
 
     # ------------------------------------------------------------------ encoders (frozen)
@@ -106,8 +124,9 @@ class StableDiffusionAdapter(DiffusionAdapter):
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be a non-empty list of strings")
         tok = self.pipeline.tokenizer
-        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
-                  return_tensors="pt").input_ids
+        ids = tok(
+            prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids
         enc = self.pipeline.text_encoder
         return enc(ids.to(enc.device))[0]
 
@@ -124,8 +143,10 @@ class StableDiffusionAdapter(DiffusionAdapter):
     def check_condition(self, c: torch.Tensor) -> None:
         dim = self.model.config.cross_attention_dim
         if not c.dtype.is_floating_point or c.dim() != 3 or c.shape[-1] != dim:
-            raise ValueError(f"conditions must be prompt embeddings of shape [B, L, {dim}] (use encode_prompts), "
-                             f"got dtype {c.dtype}, shape {tuple(c.shape)}")
+            raise ValueError(
+                f"conditions must be prompt embeddings of shape [B, L, {dim}] (use encode_prompts), "
+                f"got dtype {c.dtype}, shape {tuple(c.shape)}"
+            )
 
     # ------------------------------------------------------------------ loss
     def loss(self, batch: Batch) -> torch.Tensor:
@@ -140,8 +161,13 @@ class StableDiffusionAdapter(DiffusionAdapter):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None, steps: int | None = None,
-               guidance_scale: float | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        c: torch.Tensor,
+        generator: torch.Generator | None = None,
+        steps: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> torch.Tensor:
         """Images in ``[0, 1]`` (``[B, 3, H, W]``) for prompt embeddings ``c``, with classifier-free guidance."""
         self.check_condition(c)
         uncond = self.encode_prompts([""]).to(c.dtype)
@@ -150,12 +176,18 @@ class StableDiffusionAdapter(DiffusionAdapter):
         self.model.eval()
         try:
             for i in range(0, len(c), self.sample_batch):
-                chunk = c[i:i + self.sample_batch].to(self.device)
-                res = self.pipeline(prompt_embeds=chunk, negative_prompt_embeds=uncond.expand(len(chunk), -1, -1),
-                                    num_inference_steps=steps or self.sample_steps,
-                                    guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
-                                    generator=generator, output_type="pt", height=self.height, width=self.width,
-                                    return_dict=True)
+                chunk = c[i : i + self.sample_batch].to(self.device)
+                res = self.pipeline(
+                    prompt_embeds=chunk,
+                    negative_prompt_embeds=uncond.expand(len(chunk), -1, -1),
+                    num_inference_steps=steps or self.sample_steps,
+                    guidance_scale=self.guidance_scale if guidance_scale is None else guidance_scale,
+                    generator=generator,
+                    output_type="pt",
+                    height=self.height,
+                    width=self.width,
+                    return_dict=True,
+                )
                 out.append(res.images.float().cpu())
         finally:
             self.model.train(was_training)
@@ -166,7 +198,15 @@ class StableDiffusionAdapter(DiffusionAdapter):
         return self.sample(self.encode_prompts(prompts), generator, **kw)
 
     def config(self) -> dict[str, Any]:
-        unet = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(self.model.config).items() if not k.startswith("_")}
-        return {"model": "StableDiffusion-UNet2DConditionModel", "train_method": self.train_method,
-                "unet": unet, "prediction_type": self.prediction_type,
-                "num_train_timesteps": self.noise_scheduler.config.num_train_timesteps}
+        unet = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dict(self.model.config).items()
+            if not k.startswith("_")
+        }
+        return {
+            "model": "StableDiffusion-UNet2DConditionModel",
+            "train_method": self.train_method,
+            "unet": unet,
+            "prediction_type": self.prediction_type,
+            "num_train_timesteps": self.noise_scheduler.config.num_train_timesteps,
+        }

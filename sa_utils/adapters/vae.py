@@ -1,12 +1,13 @@
 """Adapter for the conditional VAE of chapter 2: the loss is the per-sample negative ELBO."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
-from sa_utils.models.cvae import CVAE
 from sa_utils.adapters.base import Batch, GenerativeAdapter, check_images
+from sa_utils.models.cvae import CVAE
 
 
 def _gen_device(generator: torch.Generator | None) -> torch.device:
@@ -15,13 +16,16 @@ def _gen_device(generator: torch.Generator | None) -> torch.device:
 
 class VAEAdapter(GenerativeAdapter):
     joint_batches = True  # the CVAE has no batch norm; on a 2-core CPU one call on 512 is ~15 % faster than two on 256
+
     def __init__(self, model: CVAE):
         self.model = model
 
     def check_condition(self, c: torch.Tensor) -> None:
         k = self.model.config.n_classes
         if c.dtype.is_floating_point or c.dim() != 1:
-            raise ValueError(f"conditions must be a 1-D tensor of integer class ids, got dtype {c.dtype}, shape {tuple(c.shape)}")
+            raise ValueError(
+                f"conditions must be a 1-D tensor of integer class ids, got dtype {c.dtype}, shape {tuple(c.shape)}"
+            )
         if c.numel() and (int(c.min()) < 0 or int(c.max()) >= k):
             raise ValueError(f"class ids must lie in [0, {k - 1}]; got {sorted(set(c.tolist()))}")
 

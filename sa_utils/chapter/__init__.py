@@ -1,4 +1,5 @@
 """The code every chapter opens with: pick the mode, set the style, say what will run."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,8 +24,10 @@ def setup(recipe: Callable[..., Any], mode: str | None = None, **overrides) -> A
     r = recipe(mode, **overrides)  # each part's recipe resolves the mode with its own GPU default
     print(f"mode: {r.mode} | device: {default_device()} | torch {torch.__version__}")
     if r.mode == "quick" and resolve_mode(mode) == "full":
-        print("quick mode although a GPU is here: this part's full mode runs only when asked for "
-              "(MODE = \"full\" in the parameters cell, or SA_MODE=full)")
+        print(
+            "quick mode although a GPU is here: this part's full mode runs only when asked for "
+            '(MODE = "full" in the parameters cell, or SA_MODE=full)'
+        )
     print(f"data: {data_dir()} | cache: {cache_dir()}")
     knobs = {k: v for k, v in asdict(r).items() if k != "mode"}
     print("settings: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))

@@ -1,4 +1,5 @@
 """One figure style for the whole book, image grids and training curves."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -12,11 +13,20 @@ from sa_utils.eval.metrics import generate_per_class
 
 
 def set_style() -> None:
-    plt.rcParams.update({
-        "figure.dpi": 110, "savefig.dpi": 150, "font.size": 10, "axes.titlesize": 11,
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-        "grid.alpha": 0.3, "image.cmap": "gray", "legend.frameon": False,
-    })
+    plt.rcParams.update(
+        {
+            "figure.dpi": 110,
+            "savefig.dpi": 150,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "image.cmap": "gray",
+            "legend.frameon": False,
+        }
+    )
 
 
 def make_grid(images: torch.Tensor, nrow: int, pad: int = 2, pad_value: float = 1.0) -> np.ndarray:
@@ -28,8 +38,9 @@ def make_grid(images: torch.Tensor, nrow: int, pad: int = 2, pad_value: float = 
     grid = np.full((nrows * (h + pad) + pad, ncol * (w + pad) + pad, ch), pad_value, dtype=np.float32)
     for i in range(n):
         r, c = divmod(i, ncol)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = \
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
             images[i].permute(1, 2, 0).numpy()
+        )
     return grid[..., 0] if ch == 1 else grid
 
 
@@ -42,8 +53,15 @@ def show_images(images: torch.Tensor, nrow: int, ax=None, title: str | None = No
     return ax
 
 
-def class_grid(adapter: GenerativeAdapter, classes: Sequence[int] = range(10), n_per_class: int = 8,
-               seed: int = 0, ax=None, title: str | None = None, highlight: Sequence[int] = ()):
+def class_grid(
+    adapter: GenerativeAdapter,
+    classes: Sequence[int] = range(10),
+    n_per_class: int = 8,
+    seed: int = 0,
+    ax=None,
+    title: str | None = None,
+    highlight: Sequence[int] = (),
+):
     """One row per class, the same latent draws for every model given the same ``seed``."""
     x, _ = generate_per_class(adapter, classes, n_per_class, seed)
     ax = show_images(x, n_per_class, ax, title)
@@ -57,8 +75,14 @@ def class_grid(adapter: GenerativeAdapter, classes: Sequence[int] = range(10), n
     return ax
 
 
-def compare_grids(models: Mapping[str, GenerativeAdapter], classes: Sequence[int] = range(10), n_per_class: int = 8,
-                  seed: int = 0, highlight: Sequence[int] = (), width: float = 3.2):
+def compare_grids(
+    models: Mapping[str, GenerativeAdapter],
+    classes: Sequence[int] = range(10),
+    n_per_class: int = 8,
+    seed: int = 0,
+    highlight: Sequence[int] = (),
+    width: float = 3.2,
+):
     """Side-by-side class grids of several models with identical latent draws."""
     fig, axes = plt.subplots(1, len(models), figsize=(width * len(models), width * len(classes) / n_per_class + 0.5))
     axes = np.atleast_1d(axes)
@@ -68,7 +92,12 @@ def compare_grids(models: Mapping[str, GenerativeAdapter], classes: Sequence[int
     return fig
 
 
-def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str] = ("forget_loss", "replay_loss", "ewc_penalty"), ax=None, title: str | None = None):
+def plot_history(
+    history: Sequence[Mapping[str, float]],
+    keys: Sequence[str] = ("forget_loss", "replay_loss", "ewc_penalty"),
+    ax=None,
+    title: str | None = None,
+):
     """Training curves from :class:`sa_utils.core.amnesia.SAResult` history rows (log scale)."""
     ax = ax or plt.gca()
     steps = [r["step"] for r in history]
@@ -82,13 +111,19 @@ def plot_history(history: Sequence[Mapping[str, float]], keys: Sequence[str] = (
     return ax
 
 
-def image_rows(rows: Mapping[str, torch.Tensor], columns: Sequence[str] | None = None, ncol: int | None = None,
-               cell: float = 0.9, title: str | None = None):
+def image_rows(
+    rows: Mapping[str, torch.Tensor],
+    columns: Sequence[str] | None = None,
+    ncol: int | None = None,
+    cell: float = 0.9,
+    title: str | None = None,
+):
     """A figure with one labelled row of images per entry of ``rows`` (``[N, 3, H, W]`` in ``[0, 1]``);
     ``columns`` optionally labels the columns (e.g. the prompts)."""
     n = ncol or max(len(x) for x in rows.values())
-    fig, axes = plt.subplots(len(rows), 1, figsize=(cell * n + 1.6, cell * len(rows) + (0.9 if columns else 0.4)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(cell * n + 1.6, cell * len(rows) + (0.9 if columns else 0.4)), squeeze=False
+    )
     for i, (ax, (label, x)) in enumerate(zip(axes[:, 0], rows.items())):
         show_images(x[:n], n, ax)
         for spine in ax.spines.values():

@@ -10,6 +10,7 @@ where ``loss`` is the model's per-sample negative ELBO, supplied by an adapter
 (:mod:`sa_utils.adapters`). Setting ``gamma=0`` or ``fisher=None`` gives the ablations of
 chapter 5. Runs checkpoint to ``run_dir`` and resume from there.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sa_utils.progress import progress_bar
 
 from sa_utils.adapters.base import Batch, GenerativeAdapter
-from sa_utils.storage.checkpoint import CheckpointError, load_tensors, read_metadata, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from sa_utils.core.ewc import EWCPenalty
 from sa_utils.core.fisher import DiagonalFisher
+from sa_utils.progress import progress_bar
 from sa_utils.runtime import step_generator
+from sa_utils.storage.checkpoint import (
+    CheckpointError,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_metadata,
+    save_tensors,
+)
 
 BatchSource = Callable[[int], Batch]
 """``source(step) -> batch``: deterministic in ``step`` so resumed runs are exact."""
@@ -72,6 +80,7 @@ class SAConfig:
 
     def validate(self) -> None:
         """Refuse a setting outside its range before any work, naming the field and what is allowed."""
+
         def bad(field: str, allowed: str):
             raise ValueError(f"SAConfig.{field} = {getattr(self, field)!r} is not allowed: {allowed}")
 
@@ -122,18 +131,25 @@ def _checkpoint_note(run_dir) -> str:
     if ckpt.exists():
         step = read_metadata(ckpt).get("step", "?")
         return f"; the last checkpoint (step {step}) is {ckpt}"
-    return f"; no checkpoint was written yet (the first comes at step checkpoint_every), so a rerun starts from step 0"
+    return "; no checkpoint was written yet (the first comes at step checkpoint_every), so a rerun starts from step 0"
 
 
 CHECKPOINT = "checkpoint.safetensors"
 FINAL = "model.safetensors"
 
 
-def selective_amnesia(adapter: GenerativeAdapter, forget: BatchSource, remember: BatchSource | None,
-                      fisher: DiagonalFisher | None, config: SAConfig = SAConfig(), run_dir: str | Path | None = None,
-                      anchor: dict[str, torch.Tensor] | None = None, progress: bool = True,
-                      on_step: Callable[[int, dict[str, float]], None] | None = None,
-                      desc: str = "Selective Amnesia") -> SAResult:
+def selective_amnesia(
+    adapter: GenerativeAdapter,
+    forget: BatchSource,
+    remember: BatchSource | None,
+    fisher: DiagonalFisher | None,
+    config: SAConfig = SAConfig(),
+    run_dir: str | Path | None = None,
+    anchor: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    desc: str = "Selective Amnesia",
+) -> SAResult:
     """Train ``adapter.model`` in place to forget what ``forget`` conditions on.
 
     ``forget(step)`` yields surrogate batches for the forgotten condition(s);
@@ -202,15 +218,24 @@ def _train(
     scaler = torch.amp.GradScaler(device_type, enabled=config.mixed_precision == "fp16")
 
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(params.values(), lr=config.lr, weight_decay=config.weight_decay,
-                        **adam_options(params.values(), config.fused))
+    optimizer = opt_cls(
+        params.values(), lr=config.lr, weight_decay=config.weight_decay, **adam_options(params.values(), config.fused)
+    )
     ema = [p.detach().float().clone() for p in params.values()] if config.ema_decay else None
     result = SAResult()
     run_dir = Path(run_dir) if run_dir is not None else None
-    settings = json.loads(json.dumps({"sa_config": config.to_dict(), "model_config": adapter.config(),
-                                      "batch_reduction": reduction, "joint_batches": joint,
-                                      "fisher_samples": fisher.n_samples if fisher is not None else 0,
-                                      "fisher_estimator": fisher.estimator if fisher is not None else None}))
+    settings = json.loads(
+        json.dumps(
+            {
+                "sa_config": config.to_dict(),
+                "model_config": adapter.config(),
+                "batch_reduction": reduction,
+                "joint_batches": joint,
+                "fisher_samples": fisher.n_samples if fisher is not None else 0,
+                "fisher_estimator": fisher.estimator if fisher is not None else None,
+            }
+        )
+    )
     if run_dir is not None:
         result.resumed_from = _maybe_resume(adapter, optimizer, ewc, run_dir, settings, result, scaler, ema)
 
@@ -225,7 +250,9 @@ def _train(
                 g = noise_generator(config.seed, micro)
                 batch_f = forget(micro)
                 batch_r = remember(micro) if use_replay else None
-                if step == result.resumed_from and micro == step * accum:  # before any update: a wrong source fails here
+                if (
+                    step == result.resumed_from and micro == step * accum
+                ):  # before any update: a wrong source fails here
                     adapter.check_batch(batch_f, "the forget (surrogate) source's batch")
                     if batch_r is not None:
                         adapter.check_batch(batch_r, "the remember (replay) source's batch")
@@ -243,12 +270,17 @@ def _train(
                     loss = loss_f + config.gamma * loss_r if use_replay else loss_f
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
-                        f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay {loss_r.item():.4g}). "
+                        f"step {step}: the SA loss is {loss.item()} (forget {loss_f.item():.4g}, replay "
+                        f"{loss_r.item():.4g}). "
                         "The model was not updated with it. Lower the learning rate or lambda, set grad_clip, "
                         "or check the surrogate data for NaNs" + _checkpoint_note(run_dir) + "."
                     )
                 scaler.scale(loss).backward()
-                loss_f_sum, loss_r_sum, loss_sum = loss_f_sum + loss_f.item(), loss_r_sum + loss_r.item(), loss_sum + loss.item()
+                loss_f_sum, loss_r_sum, loss_sum = (
+                    loss_f_sum + loss_f.item(),
+                    loss_r_sum + loss_r.item(),
+                    loss_sum + loss.item(),
+                )
             scaler.unscale_(optimizer)  # true gradients from here on (a no-op without fp16)
             logged = step % config.log_every == 0 or step + 1 == config.steps
             penalty = ewc.add_grad_(config.lmbda, with_value=logged) if ewc is not None else 0.0
@@ -260,14 +292,26 @@ def _train(
                 torch._foreach_lerp_(ema, [p.detach().float() for p in params.values()], 1.0 - config.ema_decay)
             result.steps_done = step + 1
             if logged:
-                row = {"step": step, "forget_loss": loss_f_sum, "replay_loss": loss_r_sum,
-                       "ewc_penalty": penalty, "total": loss_sum + config.lmbda * penalty}
+                row = {
+                    "step": step,
+                    "forget_loss": loss_f_sum,
+                    "replay_loss": loss_r_sum,
+                    "ewc_penalty": penalty,
+                    "total": loss_sum + config.lmbda * penalty,
+                }
                 result.history.append(row)
-                bar.set_postfix(forget=f"{row['forget_loss']:.1f}", replay=f"{row['replay_loss']:.1f}", ewc=f"{penalty:.3g}")
+                bar.set_postfix(
+                    forget=f"{row['forget_loss']:.1f}", replay=f"{row['replay_loss']:.1f}", ewc=f"{penalty:.3g}"
+                )
                 if on_step is not None:
                     on_step(step, row)
             bar.update(1)
-            if run_dir is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            if (
+                run_dir is not None
+                and config.checkpoint_every
+                and (step + 1) % config.checkpoint_every == 0
+                and step + 1 < config.steps
+            ):
                 _save_checkpoint(adapter, optimizer, ewc, run_dir, settings, result, scaler, ema)
     finally:
         bar.close()
@@ -280,8 +324,11 @@ def _train(
             for p, e in zip(params.values(), ema):
                 p.copy_(e.to(p.dtype))
     if run_dir is not None:
-        save_tensors(run_dir / FINAL, adapter.model.state_dict(),
-                     {**settings, "steps": result.steps_done, "weights": "ema" if ema is not None else "raw"})
+        save_tensors(
+            run_dir / FINAL,
+            adapter.model.state_dict(),
+            {**settings, "steps": result.steps_done, "weights": "ema" if ema is not None else "raw"},
+        )
     return result
 
 
@@ -299,15 +346,18 @@ def adam_options(params, fused: bool) -> dict:
     CPU or CUDA device), else none (PyTorch's default). Shared by SA and the fine-tuning baseline."""
     params = list(params)
     devices = {p.device for p in params}
-    ok = len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    ok = (
+        len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    )
     return {"fused": True} if fused and ok else {}
 
 
 _AMP = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None,
-                     ema=None) -> None:
+def _save_checkpoint(
+    adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None, ema=None
+) -> None:
     tensors = {f"model.{k}": v for k, v in adapter.model.state_dict().items()}
     if ewc is not None:  # theta* is part of the run: a resumed run must pull towards the same point
         tensors.update({f"anchor.{n}": a for n, a in zip(ewc.names, ewc.anchor)})
@@ -321,26 +371,33 @@ def _save_checkpoint(adapter, optimizer, ewc, run_dir: Path, settings: dict, res
     save_tensors(run_dir / CHECKPOINT, tensors, meta)
 
 
-def _maybe_resume(adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None,
-                  ema=None) -> int:
+def _maybe_resume(
+    adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None, ema=None
+) -> int:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return 0
     tensors, meta = load_tensors(path, device=adapter.device)
     for key in ("model_config", "fisher_samples", "fisher_estimator", "batch_reduction"):
         if meta.get(key) != settings[key]:
-            raise CheckpointError(f"{path} was made with {key}={meta.get(key)!r}, this run has {settings[key]!r}. "
-                                  "Use a different run_dir, or delete the old one to start over.")
+            raise CheckpointError(
+                f"{path} was made with {key}={meta.get(key)!r}, this run has {settings[key]!r}. "
+                "Use a different run_dir, or delete the old one to start over."
+            )
     defaults = SAConfig().to_dict()  # fields added since the checkpoint was written take their defaults
     old, new = {**defaults, **meta["sa_config"]}, {**defaults, **settings["sa_config"]}
     old.pop("steps"), new.pop("steps")  # extending a finished run is allowed
     if old != new:
-        raise CheckpointError(f"{path} was made with SA settings {old}, this run has {new}. "
-                              "Use a different run_dir, or delete the old one to start over.")
+        raise CheckpointError(
+            f"{path} was made with SA settings {old}, this run has {new}. "
+            "Use a different run_dir, or delete the old one to start over."
+        )
     if int(meta["step"]) > int(settings["sa_config"]["steps"]):
-        raise CheckpointError(f"{path} already ran {meta['step']} steps, more than the {settings['sa_config']['steps']} "
-                              "asked for. Use a different run_dir, or ask for at least as many steps.")
-    adapter.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        raise CheckpointError(
+            f"{path} already ran {meta['step']} steps, more than the {settings['sa_config']['steps']} "
+            "asked for. Use a different run_dir, or ask for at least as many steps."
+        )
+    adapter.model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
     if ewc is not None:
         ewc.anchor = [tensors[f"anchor.{n}"].to(a.dtype) for n, a in zip(ewc.names, ewc.anchor)]

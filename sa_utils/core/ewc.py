@@ -10,6 +10,7 @@ when it is already on the parameters' device and dtype), so the memory SA needs 
 fine-tuning is theta* and F: two parameter-sized buffers, the least EWC can hold, plus a
 temporary of about 1/8 of the model while the gradient is added.
 """
+
 from __future__ import annotations
 
 import torch
@@ -36,20 +37,29 @@ class EWCPenalty:
         if isinstance(fisher, DiagonalFisher):
             fisher.check_matches(params)
         elif set(values) != set(params):
-            raise ValueError(f"Fisher names differ from the trainable parameters: {sorted(set(values) ^ set(params))[:6]}")
+            raise ValueError(
+                f"Fisher names differ from the trainable parameters: {sorted(set(values) ^ set(params))[:6]}"
+            )
         self.names = list(params)
         self.params = [params[n] for n in self.names]
         src = anchor if anchor is not None else {n: p.detach() for n, p in params.items()}
-        self.anchor = [src[n].detach().to(device=p.device, dtype=dtype or p.dtype).clone() for n, p in zip(self.names, self.params)]
+        self.anchor = [
+            src[n].detach().to(device=p.device, dtype=dtype or p.dtype).clone() for n, p in zip(self.names, self.params)
+        ]
         f_dtype = torch.bfloat16 if dtype in (torch.float16, torch.bfloat16) else (dtype or None)
-        self.fisher = [values[n].detach().to(device=p.device, dtype=f_dtype or p.dtype) for n, p in zip(self.names, self.params)]
+        self.fisher = [
+            values[n].detach().to(device=p.device, dtype=f_dtype or p.dtype) for n, p in zip(self.names, self.params)
+        ]
         # the gradient is built group by group, so its temporary is at most ~1/8 of the model
         # (or its largest tensor): a few fused kernels per group, no model-sized temporary
         self.groups = _groups([p.numel() for p in self.params], parts=8)
         lowest = float(torch.stack([f.min() for f in self.fisher]).min())
         if lowest < 0:
-            raise ValueError(f"the Fisher has a negative entry ({lowest:.3g}); a diagonal Fisher is a mean of squared "
-                             "gradients and is never negative. Recompute it (sa_utils.core.fisher.diagonal_fisher) or check the file.")
+            raise ValueError(
+                f"the Fisher has a negative entry ({lowest:.3g}); a diagonal Fisher is a mean of squared "
+                "gradients and is never negative. Recompute it (sa_utils.core.fisher.diagonal_fisher) or check the "
+                "file."
+            )
 
     def _diff(self, idx: range | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(theta - theta*, F)`` for the tensors ``idx`` (default all), in the parameters' dtype."""

@@ -28,6 +28,7 @@ estimate: one timestep from each of ``K`` equal strata, each term weighted by it
 The estimator's name is stored in the Fisher file (``metadata["estimator"]``) and
 :meth:`DiagonalFisher.load` refuses a file made by another one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,11 +40,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from sa_utils.progress import progress_bar
 
 from sa_utils.adapters.base import Batch, GenerativeAdapter
-from sa_utils.storage.checkpoint import CheckpointError, check_state_matches, load_tensors, save_tensors
+from sa_utils.progress import progress_bar
 from sa_utils.runtime import step_generator
+from sa_utils.storage.checkpoint import CheckpointError, check_state_matches, load_tensors, save_tensors
 
 METHODS = ("auto", "linear", "vmap", "loop")
 SINGLE = "single-draw"
@@ -99,7 +100,12 @@ class DiagonalFisher:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
-        meta = {"kind": "diagonal_fisher", "n_samples": self.n_samples, "signature": _signature(self.values), **self.metadata}
+        meta = {
+            "kind": "diagonal_fisher",
+            "n_samples": self.n_samples,
+            "signature": _signature(self.values),
+            **self.metadata,
+        }
         return save_tensors(path, self.values, meta)
 
     @property
@@ -108,32 +114,42 @@ class DiagonalFisher:
         return self.metadata.get("estimator", SINGLE)
 
     @classmethod
-    def load(cls, path: str | Path, model: nn.Module | dict[str, nn.Parameter] | None = None,
-             estimator: "str | TimestepSum | None" = None) -> "DiagonalFisher":
+    def load(
+        cls,
+        path: str | Path,
+        model: nn.Module | dict[str, nn.Parameter] | None = None,
+        estimator: str | TimestepSum | None = None,
+    ) -> DiagonalFisher:
         """Load a Fisher file; with ``model``, check it covers exactly the trainable parameters;
         with ``estimator``, check it was made by that estimator (a name or a :class:`TimestepSum`)."""
         values, meta = load_tensors(path)
         if meta.get("kind") != "diagonal_fisher":
             raise CheckpointError(f"{path} is not a Fisher file (metadata kind={meta.get('kind')!r}).")
-        fisher = cls(values, int(meta.pop("n_samples")), {k: v for k, v in meta.items() if k not in ("kind", "signature")})
+        fisher = cls(
+            values, int(meta.pop("n_samples")), {k: v for k, v in meta.items() if k not in ("kind", "signature")}
+        )
         if model is not None:
             fisher.check_matches(model, path)
         if estimator is not None:
             want = estimator.name if isinstance(estimator, TimestepSum) else str(estimator)
             if fisher.estimator != want:
-                raise CheckpointError(f"{path} was made by the Fisher estimator {fisher.estimator!r}, but {want!r} was "
-                                      "asked for: the two differ by orders of magnitude, so lambda would not mean the "
-                                      "same. Recompute the Fisher with the estimator you want, or ask for this one.")
+                raise CheckpointError(
+                    f"{path} was made by the Fisher estimator {fisher.estimator!r}, but {want!r} was "
+                    "asked for: the two differ by orders of magnitude, so lambda would not mean the "
+                    "same. Recompute the Fisher with the estimator you want, or ask for this one."
+                )
         return fisher
 
     def check_matches(self, model: nn.Module | dict[str, nn.Parameter], where: str | Path = "Fisher") -> None:
         params = _trainable(model)
-        check_state_matches({k: p.shape for k, p in params.items()}, {k: v.shape for k, v in self.values.items()}, "Fisher", where)
+        check_state_matches(
+            {k: p.shape for k, p in params.items()}, {k: v.shape for k, v in self.values.items()}, "Fisher", where
+        )
 
     def flat(self) -> torch.Tensor:
         return torch.cat([v.flatten() for v in self.values.values()])
 
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "DiagonalFisher":
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DiagonalFisher:
         """On ``device`` (and in ``dtype``, to halve F's memory during SA).
 
         Half precision means **bfloat16** for F: ``dtype=torch.float16`` is stored as bfloat16,
@@ -141,8 +157,9 @@ class DiagonalFisher:
         :class:`sa_utils.core.ewc.EWCPenalty`)."""
         if dtype == torch.float16:
             dtype = torch.bfloat16
-        return DiagonalFisher({k: v.to(device, dtype or v.dtype) for k, v in self.values.items()}, self.n_samples,
-                              dict(self.metadata))
+        return DiagonalFisher(
+            {k: v.to(device, dtype or v.dtype) for k, v in self.values.items()}, self.n_samples, dict(self.metadata)
+        )
 
 
 def _trainable(model: nn.Module | dict[str, nn.Parameter]) -> dict[str, nn.Parameter]:
@@ -199,11 +216,16 @@ def sq_grad_sum_linear(adapter: GenerativeAdapter, batch: Batch) -> dict[str, to
     def fwd_hook(mod, args, output):
         a = args[0].detach()
         if a.dim() != 2:
-            raise ValueError(f"method='linear' needs 2-D layer inputs [batch, features]; got {tuple(a.shape)}; use method='vmap'")
+            raise ValueError(
+                f"method='linear' needs 2-D layer inputs [batch, features]; got {tuple(a.shape)}; use method='vmap'"
+            )
         records.append((mod, a, output))
 
-    handles = [mod.register_forward_hook(fwd_hook) for mod in adapter.model.modules()
-               if isinstance(mod, nn.Linear) and any(p.requires_grad for p in mod.parameters(recurse=False))]
+    handles = [
+        mod.register_forward_hook(fwd_hook)
+        for mod in adapter.model.modules()
+        if isinstance(mod, nn.Linear) and any(p.requires_grad for p in mod.parameters(recurse=False))
+    ]
     try:
         loss = adapter.loss(batch).sum()
     finally:
@@ -211,7 +233,9 @@ def sq_grad_sum_linear(adapter: GenerativeAdapter, batch: Batch) -> dict[str, to
             h.remove()
     mods = [m for m, _, _ in records]
     if len(set(mods)) != len(mods):
-        raise ValueError("method='linear' needs each nn.Linear called once per forward; some were reused; use method='vmap'")
+        raise ValueError(
+            "method='linear' needs each nn.Linear called once per forward; some were reused; use method='vmap'"
+        )
     # gradients w.r.t. the layer outputs only: the weight gradients themselves are never formed
     signals = torch.autograd.grad(loss, [o for _, _, o in records], allow_unused=True)
     for (mod, a, _), g in zip(records, signals):
@@ -259,7 +283,7 @@ def sq_grad_sum_vmap(adapter: GenerativeAdapter, batch: Batch, chunk_size: int =
             grads = per_sample_grad(params, chunk)
             for k, g in grads.items():
                 out[k].add_(g.pow(2).sum(0))
-    return {k[len("model."):]: v for k, v in out.items()}
+    return {k[len("model.") :]: v for k, v in out.items()}
 
 
 # --------------------------------------------------------------------------- timestep sums (diffusion)
@@ -272,14 +296,15 @@ def _timestep_draws(adapter, sample: Batch, est: TimestepSum, generator: torch.G
     return t, w, eps, drop
 
 
-def _timestep_sq_grads(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator],
-                       per_pass: int) -> dict[str, torch.Tensor]:
+def _timestep_sq_grads(
+    adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator], per_pass: int
+) -> dict[str, torch.Tensor]:
     """``sum_b (grad sum_t w_t loss(x_b, c_b, t, eps_bt))**2``, ``per_pass`` noised copies per backward."""
     params = adapter.trainable_parameters()
     names, plist = list(params), list(params.values())
     out = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     for b in range(len(batch["x"])):
-        one = {k: v[b:b + 1] for k, v in batch.items()}
+        one = {k: v[b : b + 1] for k, v in batch.items()}
         t, w, eps, drop = _timestep_draws(adapter, one, est, generators[b])
         acc = [torch.zeros_like(p, dtype=torch.float32) for p in plist]
         for lo in range(0, len(t), per_pass):
@@ -294,7 +319,9 @@ def _timestep_sq_grads(adapter, batch: Batch, est: TimestepSum, generators: list
     return out
 
 
-def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+def sq_grad_sum_timesteps(
+    adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]
+) -> dict[str, torch.Tensor]:
     """``sum_b (grad sum_t w_t loss(x_b, c_b, t, eps_bt))**2`` by name: the timestep sum before the square.
 
     For each sample, its noised copies go through the network ``est.chunk`` at a time; each
@@ -304,7 +331,9 @@ def sq_grad_sum_timesteps(adapter, batch: Batch, est: TimestepSum, generators: l
     return _timestep_sq_grads(adapter, batch, est, generators, est.chunk)
 
 
-def sq_grad_sum_timestep_loop(adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+def sq_grad_sum_timestep_loop(
+    adapter, batch: Batch, est: TimestepSum, generators: list[torch.Generator]
+) -> dict[str, torch.Tensor]:
     """Reference for :func:`sq_grad_sum_timesteps`: the authors' algorithm, one timestep per
     forward and backward pass, the gradients added over ``t`` before squaring. Same draws."""
     return _timestep_sq_grads(adapter, batch, est, generators, 1)
@@ -337,9 +366,13 @@ def diagonal_fisher(
     """
     if estimator is not None:
         if method not in ("auto", "batched", "loop"):
-            raise ValueError(f"with a TimestepSum estimator, method must be 'batched' (or 'auto') or 'loop', got {method!r}")
+            raise ValueError(
+                f"with a TimestepSum estimator, method must be 'batched' (or 'auto') or 'loop', got {method!r}"
+            )
         if not hasattr(adapter, "timestep_batch"):
-            raise ValueError(f"{type(adapter).__name__} is not a diffusion adapter; a TimestepSum estimator needs timesteps")
+            raise ValueError(
+                f"{type(adapter).__name__} is not a diffusion adapter; a TimestepSum estimator needs timesteps"
+            )
         method = "loop" if method == "loop" else "batched"
     elif method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -387,17 +420,22 @@ def diagonal_fisher(
     for n, v in values.items():
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"non-finite Fisher values in {n}: the model's loss overflowed on its own samples")
-    meta = {"method": method, "model_config": adapter.config(), "seed": seed,
-            "estimator": estimator.name if estimator is not None else SINGLE,
-            "seconds": time.perf_counter() - started}
+    meta = {
+        "method": method,
+        "model_config": adapter.config(),
+        "seed": seed,
+        "estimator": estimator.name if estimator is not None else SINGLE,
+        "seconds": time.perf_counter() - started,
+    }
     if estimator is not None:
         meta["num_train_timesteps"] = adapter.num_train_timesteps
     return DiagonalFisher(values, count, meta)
 
 
 # --------------------------------------------------------------------------- comparing estimates
-def fisher_error(approx: DiagonalFisher, exact: DiagonalFisher,
-                 displacement: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+def fisher_error(
+    approx: DiagonalFisher, exact: DiagonalFisher, displacement: dict[str, torch.Tensor] | None = None
+) -> dict[str, float]:
     """How far ``approx`` is from ``exact`` (chapter 7 compares estimators with it).
 
     ``l1``: ``sum |F_a - F_e| / sum F_e`` over all entries; ``median``: the median of
@@ -406,12 +444,16 @@ def fisher_error(approx: DiagonalFisher, exact: DiagonalFisher,
     ``sum F d^2`` under ``approx`` over that under ``exact``.
     """
     if set(approx.values) != set(exact.values):
-        raise ValueError("the two Fishers cover different parameters: "
-                         f"{sorted(set(approx.values) ^ set(exact.values))[:4]}")
+        raise ValueError(
+            f"the two Fishers cover different parameters: {sorted(set(approx.values) ^ set(exact.values))[:4]}"
+        )
     a, e = approx.flat().double(), exact.flat().double()
     pos = e > 0
-    out = {"l1": float((a - e).abs().sum() / e.sum()), "median": float(((a - e).abs()[pos] / e[pos]).median()),
-           "total": float(a.sum() / e.sum())}
+    out = {
+        "l1": float((a - e).abs().sum() / e.sum()),
+        "median": float(((a - e).abs()[pos] / e[pos]).median()),
+        "total": float(a.sum() / e.sum()),
+    }
     if displacement is not None:
         d2 = torch.cat([displacement[n].detach().double().flatten().cpu().pow(2) for n in exact.values])
         out["penalty"] = float((a * d2).sum() / (e * d2).sum())

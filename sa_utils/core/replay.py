@@ -3,6 +3,7 @@
 Also the source of the samples the Fisher is estimated from (chapter 3): both are draws
 ``c ~ p(c), x ~ p(x | theta*, c)`` from a frozen copy of the original model.
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,7 +22,9 @@ def frozen_copy(adapter: GenerativeAdapter) -> GenerativeAdapter:
     return twin
 
 
-def model_samples(adapter: GenerativeAdapter, classes: Sequence[int], n: int, batch_size: int, seed: int = 0) -> Iterator[Batch]:
+def model_samples(
+    adapter: GenerativeAdapter, classes: Sequence[int], n: int, batch_size: int, seed: int = 0
+) -> Iterator[Batch]:
     """``n`` samples of the model in batches, classes drawn uniformly (the Fisher's p(c))."""
     classes = classes_tensor(classes)
     adapter.check_condition(classes)

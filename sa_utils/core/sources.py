@@ -11,6 +11,7 @@ uninterrupted one would have. Each kind of source draws from its own named seed 
 * :class:`PairedSource` -- (latent, prompt embedding) pairs of an image set (Stable Diffusion, chapters 8-9)
 * :class:`TensorBatches` -- shuffled epochs of ``(x, y)`` for the plain training loops
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -53,8 +54,14 @@ class ReplaySource:
 class ForgetSource:
     """Batches ``{x ~ q(x | c_f), c = c_f}``; with several forgotten classes, ``c`` is uniform over them."""
 
-    def __init__(self, surrogate: SurrogateFn, forget_classes: Sequence[int] | int, batch_size: int,
-                 seed: int = 0, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        surrogate: SurrogateFn,
+        forget_classes: Sequence[int] | int,
+        batch_size: int,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ):
         if isinstance(forget_classes, int):
             forget_classes = [forget_classes]
         self.surrogate, self.classes = surrogate, classes_tensor(forget_classes)
@@ -73,13 +80,17 @@ class DataSource:
     surrogate. ``source(step)`` depends only on ``step`` (resumable, reproducible).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"):
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"
+    ):
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"x and y must be non-empty and equally long, got {len(x)} and {len(y)}")
         self.x, self.y, self.batch_size, self.seed, self.device = x, y, batch_size, seed, torch.device(device)
 
     def __call__(self, step: int) -> dict[str, torch.Tensor]:
-        idx = torch.randint(len(self.x), (self.batch_size,), generator=step_generator(self.seed + SEED_STREAMS["data"], step))
+        idx = torch.randint(
+            len(self.x), (self.batch_size,), generator=step_generator(self.seed + SEED_STREAMS["data"], step)
+        )
         return {"x": self.x[idx].to(self.device), "c": self.y[idx].to(self.device)}
 
 
@@ -91,8 +102,16 @@ class PairedSource:
     ``prompt_index[i]`` (the replay term). Both draws come from ``step_generator(seed, step)``.
     """
 
-    def __init__(self, latents: torch.Tensor, embeddings: torch.Tensor, prompt_index: torch.Tensor | None,
-                 batch_size: int, seed: int, device: torch.device, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        latents: torch.Tensor,
+        embeddings: torch.Tensor,
+        prompt_index: torch.Tensor | None,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.latents, self.embeddings, self.prompt_index = latents, embeddings, prompt_index
         self.batch_size, self.seed, self.device, self.dtype = batch_size, seed, device, dtype
 
@@ -103,7 +122,10 @@ class PairedSource:
             which = torch.randint(len(self.embeddings), (self.batch_size,), generator=g)
         else:
             which = self.prompt_index[idx]
-        return {"x": self.latents[idx].to(self.device, self.dtype), "c": self.embeddings[which].to(self.device, self.dtype)}
+        return {
+            "x": self.latents[idx].to(self.device, self.dtype),
+            "c": self.embeddings[which].to(self.device, self.dtype),
+        }
 
 
 class TensorBatches:

@@ -7,6 +7,7 @@ step with one plain fine-tuning step on a Stable-Diffusion-shaped UNet (chapter 
 size of what SA adds for a model too large to run here (theta* and F). This module is a meter:
 it runs no experiment itself.
 """
+
 from __future__ import annotations
 
 import weakref

@@ -6,6 +6,7 @@
   Frechet distance between generated and real images in the classifier's feature space
   (an offline stand-in for FID, which uses Inception features).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,12 +26,16 @@ from sa_utils.runtime import settings_digest
 def classify(classifier: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities ``[N, K]`` and penultimate features ``[N, D]`` for images ``x`` (floats in [0, 1])."""
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point or x.dim() != 4:
-        raise ValueError(f"classify: images must be a float tensor [N, C, H, W] in [0, 1]; got "
-                         f"{type(x).__name__ if not isinstance(x, torch.Tensor) else f'{x.dtype} of shape {tuple(x.shape)}'}"
-                         " (uint8 pixels: divide by 255)")
+        raise ValueError(
+            f"classify: images must be a float tensor [N, C, H, W] in [0, 1]; got "
+            f"{type(x).__name__ if not isinstance(x, torch.Tensor) else f'{x.dtype} of shape {tuple(x.shape)}'}"
+            " (uint8 pixels: divide by 255)"
+        )
     if len(x) and (not bool(torch.isfinite(x).all()) or float(x.min()) < -1e-4 or float(x.max()) > 1 + 1e-4):
-        raise ValueError(f"classify: images must be finite and in [0, 1]; got values in [{float(x.min()):.3g}, "
-                         f"{float(x.max()):.3g}] (images in [-1, 1]? map them with (x + 1) / 2)")
+        raise ValueError(
+            f"classify: images must be finite and in [0, 1]; got values in [{float(x.min()):.3g}, "
+            f"{float(x.max()):.3g}] (images in [-1, 1]? map them with (x + 1) / 2)"
+        )
     classifier.eval()
     device = next(classifier.parameters()).device
     probs, feats = [], []
@@ -110,17 +115,31 @@ def sampling_digest(adapter: GenerativeAdapter) -> str:
     from sa_utils.storage.checkpoint import weights_digest
 
     h = hashlib.sha256(weights_digest(adapter.model).encode())
-    plain = {k: v for k, v in sorted(vars(adapter).items())
-             if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
-    h.update(json.dumps([type(adapter).__qualname__, adapter.config(), plain, adapter.device.type,
-                         torch.__version__], sort_keys=True, default=str).encode())
+    plain = {
+        k: v
+        for k, v in sorted(vars(adapter).items())
+        if not k.startswith("_") and isinstance(v, (bool, int, float, str))
+    }
+    h.update(
+        json.dumps(
+            [type(adapter).__qualname__, adapter.config(), plain, adapter.device.type, torch.__version__],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     return h.hexdigest()[:20]
 
 
 @torch.no_grad()
-def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per_class: int,
-                       seed: int = 0, batch_size: int = 1000, progress: bool = False,
-                       cache: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_per_class(
+    adapter: GenerativeAdapter,
+    classes: Sequence[int],
+    n_per_class: int,
+    seed: int = 0,
+    batch_size: int = 1000,
+    progress: bool = False,
+    cache: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n_per_class`` samples of each class, with a fixed generator so models are comparable.
 
     ``cache`` (default: the adapter's ``cache_samples``, true for diffusion models, whose sampling
@@ -133,8 +152,8 @@ def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per
     cache = getattr(adapter, "cache_samples", False) if cache is None else cache
     path = None
     if cache:
-        from sa_utils.storage.checkpoint import load_tensors, save_tensors
         from sa_utils.runtime import cache_dir
+        from sa_utils.storage.checkpoint import load_tensors, save_tensors
 
         request = settings_digest({"classes": classes, "n": n_per_class, "seed": seed, "batch": batch_size})
         path = cache_dir() / "samples" / f"{sampling_digest(adapter)}-{request}.safetensors"
@@ -154,9 +173,16 @@ def generate_per_class(adapter: GenerativeAdapter, classes: Sequence[int], n_per
     return x, c
 
 
-def evaluate_forgetting(adapter: GenerativeAdapter, classifier: nn.Module, forget: Sequence[int] | int,
-                        n_classes: int = 10, n_per_class: int = 1000, seed: int = 0,
-                        real: tuple[torch.Tensor, torch.Tensor] | None = None, progress: bool = False) -> dict[str, float]:
+def evaluate_forgetting(
+    adapter: GenerativeAdapter,
+    classifier: nn.Module,
+    forget: Sequence[int] | int,
+    n_classes: int = 10,
+    n_per_class: int = 1000,
+    seed: int = 0,
+    real: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """All forgetting and remembering metrics for one model, on ``n_per_class`` fresh samples per class.
 
     See :func:`evaluate_samples` for what is returned.
@@ -174,8 +200,14 @@ def _check_forget(forget: Sequence[int] | int, n_classes: int) -> list[int]:
     return forget
 
 
-def evaluate_samples(x: torch.Tensor, c: torch.Tensor, classifier: nn.Module, forget: Sequence[int] | int,
-                     n_classes: int = 10, real: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+def evaluate_samples(
+    x: torch.Tensor,
+    c: torch.Tensor,
+    classifier: nn.Module,
+    forget: Sequence[int] | int,
+    n_classes: int = 10,
+    real: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> dict[str, float]:
     """Metrics of generated images ``x`` with the conditions ``c`` they were generated for.
 
     Returns ``entropy_forget`` and ``p_forget`` (on samples of the forgotten classes; absent

@@ -6,6 +6,7 @@ Frechet distance in its 50-d feature space) with it. Its design follows the eval
 the authors' code (two 5x5 convolutions with batch norm, dropout, a 50-unit hidden
 layer), so that entropies and probabilities are comparable with the paper's.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,15 @@ class CIFARClassifier(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
 
         self.body = nn.Sequential(block(3, 64), block(64, 128), block(128, 256))
         self.fc1 = nn.Linear(256, self.feature_dim)

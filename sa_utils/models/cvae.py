@@ -5,6 +5,7 @@ Decoder p(x | z, c): [z, onehot(c)] -> 256 -> 512 -> 784 Bernoulli means.
 About 1.08M parameters; every weight sits in an ``nn.Linear`` used once per forward pass,
 which is what makes the batched Fisher in :mod:`sa_utils.core.fisher` exact and fast.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ class CVAEConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CVAEConfig":
+    def from_dict(cls, d: dict) -> CVAEConfig:
         d = dict(d)
         d["h_dims"] = tuple(d["h_dims"])
         return cls(**d)

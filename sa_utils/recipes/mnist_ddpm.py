@@ -6,25 +6,33 @@ their sha256 and the command that made them), so the chapter forgets in minutes.
 Full mode is the paper's CIFAR-10 setting on a GPU. Every expensive result is cached in
 :func:`sa_utils.runtime.cache_dir` under a name derived from its settings.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from sa_utils.adapters.ddpm import DDPMAdapter
 from sa_utils.core.amnesia import SAConfig, SAResult, selective_amnesia
-from sa_utils.storage.checkpoint import CheckpointError, load_model, load_tensors, save_model, tensors_digest, weights_digest
-from sa_utils.data import load_cifar10, load_mnist
 from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
-from sa_utils.models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
 from sa_utils.core.replay import frozen_copy
-from sa_utils.runtime import cache_dir, default_device, resolve_mode, settings_digest
 from sa_utils.core.sources import ForgetSource
 from sa_utils.core.surrogates import uniform_noise
+from sa_utils.data import load_cifar10, load_mnist
+from sa_utils.models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
+from sa_utils.runtime import cache_dir, default_device, resolve_mode, settings_digest
+from sa_utils.storage.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_tensors,
+    save_model,
+    tensors_digest,
+    weights_digest,
+)
 from sa_utils.storage.shipped import MANIFEST, WEIGHTS_DIR  # noqa: F401  (used by scripts/train_base_ddpm.py)
 from sa_utils.storage.shipped import sha256 as _sha256  # noqa: F401
 from sa_utils.storage.shipped import shipped_file as shipped_weights
@@ -76,14 +84,29 @@ class DDPMRecipe:
         return TimestepSum(k=self.fisher_timesteps, cond_drop=self.cond_drop)
 
     def train_settings(self) -> dict:
-        return {"dataset": self.dataset, "unet": self.unet.to_dict(), "steps": self.train_steps,
-                "batch": self.train_batch, "lr": self.train_lr, "ema": self.ema_decay, "cond_drop": self.cond_drop,
-                "T": self.num_train_timesteps, "seed": self.seed}
+        return {
+            "dataset": self.dataset,
+            "unet": self.unet.to_dict(),
+            "steps": self.train_steps,
+            "batch": self.train_batch,
+            "lr": self.train_lr,
+            "ema": self.ema_decay,
+            "cond_drop": self.cond_drop,
+            "T": self.num_train_timesteps,
+            "seed": self.seed,
+        }
 
     def sa_config(self, **overrides) -> SAConfig:
-        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=self.sa_steps, lr=self.sa_lr,
-                       grad_clip=self.grad_clip, seed=self.seed, checkpoint_every=max(self.sa_steps // 10, 50),
-                       ema_decay=self.sa_ema)
+        cfg = SAConfig(
+            lmbda=self.lmbda,
+            gamma=self.gamma,
+            steps=self.sa_steps,
+            lr=self.sa_lr,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+            checkpoint_every=max(self.sa_steps // 10, 50),
+            ema_decay=self.sa_ema,
+        )
         return replace(cfg, **overrides)
 
 
@@ -103,16 +126,46 @@ RECIPES = {
     # P(y=0) 0.10 / 0.10 / 0.17; with replay (full SA) lambda 0.01: accuracy 1.00, P(y=0) 0.10, FD 6.0.
     # 0.01 is the largest of these at which EWC alone still forgets (P <= 0.15). Chapter 7 prints what
     # lambda = 10 would weigh at its run's displacement.
-    "quick": DDPMRecipe("quick", "mnist", MNIST_UNET, train_steps=6_000, train_batch=64, train_lr=5e-4,
-                        ema_decay=0.999, pool_per_class=50, fisher_samples=200, sa_steps=300, sa_batch=16,
-                        sa_lr=1e-4, eval_per_class=30, fisher_timesteps=10, lmbda=0.01, sample_steps=10),
+    "quick": DDPMRecipe(
+        "quick",
+        "mnist",
+        MNIST_UNET,
+        train_steps=6_000,
+        train_batch=64,
+        train_lr=5e-4,
+        ema_decay=0.999,
+        pool_per_class=50,
+        fisher_samples=200,
+        sa_steps=300,
+        sa_batch=16,
+        sa_lr=1e-4,
+        eval_per_class=30,
+        fisher_timesteps=10,
+        lmbda=0.01,
+        sample_steps=10,
+    ),
     # full: the authors' CIFAR-10 settings (ddpm/configs/cifar10_forget.yml, cifar10_fim.yml, runners/diffusion.py):
     # exact Fisher over 500 samples per class, 20k steps, batch 128, Adam 1e-4, clip 1, EMA 0.9999 evaluated,
     # w = 2 and 1,000 ancestral sampling steps.
-    "full": DDPMRecipe("full", "cifar10", CIFAR_UNET, train_steps=200_000, train_batch=128, train_lr=2e-4,
-                       ema_decay=0.9999, pool_per_class=500, fisher_samples=5_000, sa_steps=20_000, sa_batch=128,
-                       sa_lr=1e-4, eval_per_class=500, sample_steps=1000, sampler="ddpm", sa_ema=0.9999,
-                       replay_null=False),
+    "full": DDPMRecipe(
+        "full",
+        "cifar10",
+        CIFAR_UNET,
+        train_steps=200_000,
+        train_batch=128,
+        train_lr=2e-4,
+        ema_decay=0.9999,
+        pool_per_class=500,
+        fisher_samples=5_000,
+        sa_steps=20_000,
+        sa_batch=128,
+        sa_lr=1e-4,
+        eval_per_class=500,
+        sample_steps=1000,
+        sampler="ddpm",
+        sa_ema=0.9999,
+        replay_null=False,
+    ),
 }
 
 
@@ -123,7 +176,6 @@ GPU_DEFAULT_MODE = "quick"
 
 def recipe(mode: str | None = None, **overrides) -> DDPMRecipe:
     return replace(RECIPES[resolve_mode(mode, gpu_default=GPU_DEFAULT_MODE)], **overrides)
-
 
 
 def _dir(r: DDPMRecipe) -> Path:
@@ -143,8 +195,14 @@ def dataset(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def adapter_for(r: DDPMRecipe, model: torch.nn.Module) -> DDPMAdapter:
-    return DDPMAdapter(model, r.unet, num_train_timesteps=r.num_train_timesteps, guidance_scale=r.guidance_scale,
-                       sample_steps=r.sample_steps, sampler=r.sampler)
+    return DDPMAdapter(
+        model,
+        r.unet,
+        num_train_timesteps=r.num_train_timesteps,
+        guidance_scale=r.guidance_scale,
+        sample_steps=r.sample_steps,
+        sampler=r.sampler,
+    )
 
 
 def base_name(r: DDPMRecipe) -> str:
@@ -165,10 +223,24 @@ def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress:
         x, y = dataset(r.dataset, True)
         # the training checkpoint is named without the step count and kept, so a longer
         # recipe (train_steps=...) continues from a shorter finished run
-        ckpt = _dir(r) / f"ddpm-{r.dataset}-train-{settings_digest({**r.train_settings(), 'steps': None})}.ckpt.safetensors"
+        ckpt = (
+            _dir(r)
+            / f"ddpm-{r.dataset}-train-{settings_digest({**r.train_settings(), 'steps': None})}.ckpt.safetensors"
+        )
         adapter = adapter_for(r, model)
-        losses = train_ddpm(adapter, x, y, r.train_steps, r.train_batch, r.train_lr, r.cond_drop, r.ema_decay,
-                            seed=r.seed, checkpoint=ckpt, progress=progress)
+        losses = train_ddpm(
+            adapter,
+            x,
+            y,
+            r.train_steps,
+            r.train_batch,
+            r.train_lr,
+            r.cond_drop,
+            r.ema_decay,
+            seed=r.seed,
+            checkpoint=ckpt,
+            progress=progress,
+        )
         save_model(model, path, {"settings": r.train_settings(), "losses_per_100_steps": losses})
     load_model(model, path)
     return adapter_for(r, model.eval().to(device))
@@ -196,8 +268,20 @@ def pretrained_classifier(r: DDPMRecipe, progress: bool = True) -> torch.nn.Modu
     model = CIFARClassifier().to(device)
     if not path.exists():
         x, y = dataset(r.dataset, True)
-        fit(model, classifier_loss, x, y, epochs, batch, lr, r.seed, checkpoint=path.with_suffix(".ckpt.safetensors"),
-            desc="classifier", progress=progress, lr_decay_every=10)
+        fit(
+            model,
+            classifier_loss,
+            x,
+            y,
+            epochs,
+            batch,
+            lr,
+            r.seed,
+            checkpoint=path.with_suffix(".ckpt.safetensors"),
+            desc="classifier",
+            progress=progress,
+            lr_decay_every=10,
+        )
         xt, yt = dataset(r.dataset, False)
         save_model(model, path, {"epochs": epochs, "test_accuracy": classifier_accuracy(model, xt, yt)})
         path.with_suffix(".ckpt.safetensors").unlink(missing_ok=True)
@@ -207,16 +291,24 @@ def pretrained_classifier(r: DDPMRecipe, progress: bool = True) -> torch.nn.Modu
 
 def pool_settings(base: DDPMAdapter, r: DDPMRecipe) -> dict:
     """What a pool is computed from: the exact weights of theta* and every sampling setting."""
-    return {"base": weights_digest(base.model), "n": r.pool_per_class, "w": r.guidance_scale, "guidance": "(1+w)c-wu",
-            "sampler": r.sampler, "steps": r.sample_steps, "seed": r.seed}
+    return {
+        "base": weights_digest(base.model),
+        "n": r.pool_per_class,
+        "w": r.guidance_scale,
+        "guidance": "(1+w)c-wu",
+        "sampler": r.sampler,
+        "steps": r.sample_steps,
+        "seed": r.seed,
+    }
 
 
 def pool_name(base: DDPMAdapter, r: DDPMRecipe) -> str:
     return f"pool-{settings_digest(pool_settings(base, r))}.safetensors"
 
 
-def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True, draw: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def model_pool(
+    base: DDPMAdapter, r: DDPMRecipe, progress: bool = True, draw: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``r.pool_per_class`` guided samples of every class and of the null class, drawn once (cached).
 
     Diffusion sampling costs ``2 x sample_steps`` network evaluations per image, so Part II
@@ -237,16 +329,18 @@ def model_pool(base: DDPMAdapter, r: DDPMRecipe, progress: bool = True, draw: bo
             raise CheckpointError(f"{found} was drawn with {meta}, not {settings}; delete it to draw the pool again")
         return t["x"], t["c"]
     classes = list(range(r.unet.n_classes)) + [r.unet.null_class]
-    x, c = generate_per_class(base, classes, r.pool_per_class, seed=r.seed + 1, batch_size=250, progress=progress,
-                              cache=False)  # this function keeps the pool itself
+    x, c = generate_per_class(
+        base, classes, r.pool_per_class, seed=r.seed + 1, batch_size=250, progress=progress, cache=False
+    )  # this function keeps the pool itself
     from sa_utils.storage.checkpoint import save_tensors
 
     save_tensors(path, {"x": x, "c": c}, settings)
     return x, c
 
 
-def fisher_samples(r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], n: int | None = None,
-                   seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def fisher_samples(
+    r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], n: int | None = None, seed: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` (default ``r.fisher_samples``) pool samples of the classes, the same number of each.
 
     As in the authors' code, the Fisher sees generated samples of every class, not of the null
@@ -265,8 +359,14 @@ def fisher_samples(r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], n: in
     return x[order], c[order]
 
 
-def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], progress: bool = True,
-                estimator: TimestepSum | None = None, n: int | None = None) -> DiagonalFisher:
+def ddpm_fisher(
+    base: DDPMAdapter,
+    r: DDPMRecipe,
+    pool: tuple[torch.Tensor, torch.Tensor],
+    progress: bool = True,
+    estimator: TimestepSum | None = None,
+    n: int | None = None,
+) -> DiagonalFisher:
     """Diagonal Fisher of the pretrained DDPM from ``n`` (default ``r.fisher_samples``) of its own samples (cached).
 
     Per sample, the gradient of the noise-prediction loss summed over timesteps, squared
@@ -275,21 +375,35 @@ def ddpm_fisher(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torc
     """
     est = estimator or r.fisher_estimator
     x, c = fisher_samples(r, pool, n)
-    settings = {"base": weights_digest(base.model), "n": len(x), "seed": r.seed, "estimator": est.name,
-                "samples": tensors_digest({"x": x, "c": c}), "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler}
+    settings = {
+        "base": weights_digest(base.model),
+        "n": len(x),
+        "seed": r.seed,
+        "estimator": est.name,
+        "samples": tensors_digest({"x": x, "c": c}),
+        "guidance": "(1+w)c-wu",
+        "w": r.guidance_scale,
+        "sampler": r.sampler,
+    }
     path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-{settings_digest(settings)}.safetensors"
     if path.exists():
         return DiagonalFisher.load(path, base.model, estimator=est)
-    batches = ({"x": x[i:i + 50], "c": c[i:i + 50]} for i in range(0, len(x), 50))
+    batches = ({"x": x[i : i + 50], "c": c[i : i + 50]} for i in range(0, len(x), 50))
     fisher = diagonal_fisher(base, batches, seed=r.seed, total=len(x), progress=progress, estimator=est)
     fisher.metadata["base"] = base_name(r)
     fisher.save(path)
     return fisher
 
 
-def estimator_study(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, torch.Tensor], n: int = 2,
-                    ks: Sequence[int] = (1, 10, 100), displacement: dict[str, torch.Tensor] | None = None,
-                    progress: bool = True) -> list[dict]:
+def estimator_study(
+    base: DDPMAdapter,
+    r: DDPMRecipe,
+    pool: tuple[torch.Tensor, torch.Tensor],
+    n: int = 2,
+    ks: Sequence[int] = (1, 10, 100),
+    displacement: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """The exact timestep-sum Fisher of ``n`` pool samples against cheaper estimates on the same samples
     (chapter 7): the stratified sums with ``K`` in ``ks`` and the one-draw Fisher (the gradient of
     one random ``(t, eps)``, squared). Every estimate is cached; each row has the estimator, its
@@ -297,29 +411,62 @@ def estimator_study(base: DDPMAdapter, r: DDPMRecipe, pool: tuple[torch.Tensor, 
     from sa_utils.core.fisher import fisher_error
 
     exact = ddpm_fisher(base, r, pool, progress, estimator=TimestepSum(cond_drop=r.cond_drop), n=n)
-    rows = [{"estimator": exact.estimator, "K": r.num_train_timesteps, "s_per_sample": exact.metadata["seconds"] / n,
-             **fisher_error(exact, exact, displacement)}]
+    rows = [
+        {
+            "estimator": exact.estimator,
+            "K": r.num_train_timesteps,
+            "s_per_sample": exact.metadata["seconds"] / n,
+            **fisher_error(exact, exact, displacement),
+        }
+    ]
     for k in ks:
         f = ddpm_fisher(base, r, pool, progress, estimator=TimestepSum(k=int(k), cond_drop=r.cond_drop), n=n)
-        rows.append({"estimator": f.estimator, "K": int(k), "s_per_sample": f.metadata["seconds"] / n,
-                     **fisher_error(f, exact, displacement)})
+        rows.append(
+            {
+                "estimator": f.estimator,
+                "K": int(k),
+                "s_per_sample": f.metadata["seconds"] / n,
+                **fisher_error(f, exact, displacement),
+            }
+        )
     x, c = fisher_samples(r, pool, n)
-    settings = {"base": weights_digest(base.model), "n": n, "seed": r.seed, "estimator": "single-draw", "study": True,
-                "samples": tensors_digest({"x": x, "c": c})}
+    settings = {
+        "base": weights_digest(base.model),
+        "n": n,
+        "seed": r.seed,
+        "estimator": "single-draw",
+        "study": True,
+        "samples": tensors_digest({"x": x, "c": c}),
+    }
     path = _dir(r) / f"fisher-{Path(base_name(r)).stem}-{settings_digest(settings)}.safetensors"
     if path.exists():
         one = DiagonalFisher.load(path, base.model, estimator="single-draw")
     else:
         one = diagonal_fisher(base, [{"x": x, "c": c}], method="vmap", seed=r.seed, progress=False, vmap_chunk_size=16)
         one.save(path)
-    rows.append({"estimator": one.estimator, "K": 1, "s_per_sample": one.metadata["seconds"] / n,
-                 **fisher_error(one, exact, displacement)})
+    rows.append(
+        {
+            "estimator": one.estimator,
+            "K": 1,
+            "s_per_sample": one.metadata["seconds"] / n,
+            **fisher_error(one, exact, displacement),
+        }
+    )
     return rows
 
 
-def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 fisher: DiagonalFisher | None = None, lmbda: float | None = None, gamma: float | None = None,
-                 steps: int | None = None, lr: float | None = None, progress: bool = True) -> tuple[DDPMAdapter, SAResult]:
+def forget_class(
+    base: DDPMAdapter,
+    r: DDPMRecipe,
+    forget: int = 0,
+    pool: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fisher: DiagonalFisher | None = None,
+    lmbda: float | None = None,
+    gamma: float | None = None,
+    steps: int | None = None,
+    lr: float | None = None,
+    progress: bool = True,
+) -> tuple[DDPMAdapter, SAResult]:
     """Selective Amnesia on a copy of the DDPM: class ``forget`` learns uniform noise.
 
     The same :func:`~sa_utils.core.amnesia.selective_amnesia` routine as Part I. Replay batches
@@ -339,11 +486,20 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
         fisher = ddpm_fisher(base, r, pool, progress=progress)
     use_f = fisher is not None and cfg.lmbda
     # keyed by the exact base weights, replay pool and Fisher values: another model never finds this run
-    settings = {"forget": forget, "sa": asdict(cfg), "batch": r.sa_batch, "base": weights_digest(base.model),
-                "pool": tensors_digest({"x": pool[0], "c": pool[1]}),
-                "fisher_n": fisher.n_samples if use_f else 0, "fisher_estimator": fisher.estimator if use_f else None,
-                "fisher_digest": tensors_digest(fisher.values) if use_f else None,
-                "guidance": "(1+w)c-wu", "w": r.guidance_scale, "sampler": r.sampler, "surrogate": "noise"}
+    settings = {
+        "forget": forget,
+        "sa": asdict(cfg),
+        "batch": r.sa_batch,
+        "base": weights_digest(base.model),
+        "pool": tensors_digest({"x": pool[0], "c": pool[1]}),
+        "fisher_n": fisher.n_samples if use_f else 0,
+        "fisher_estimator": fisher.estimator if use_f else None,
+        "fisher_digest": tensors_digest(fisher.values) if use_f else None,
+        "guidance": "(1+w)c-wu",
+        "w": r.guidance_scale,
+        "sampler": r.sampler,
+        "surrogate": "noise",
+    }
     if not r.replay_null:
         settings["replay_null"] = False
     run_dir = _dir(r) / "runs" / f"forget-{settings_digest(settings)}"
@@ -359,7 +515,19 @@ def forget_class(base: DDPMAdapter, r: DDPMRecipe, forget: int = 0, pool: tuple[
         if not r.replay_null:
             keep &= c != r.unet.null_class
         replay_src = DataSource(x[keep], c[keep], r.sa_batch, seed=r.seed, device=base.device)
-    label = "SA" if (cfg.lmbda and cfg.gamma) else "surrogate" + (" + EWC" if cfg.lmbda else "") + (" + replay" if cfg.gamma else "")
-    result = selective_amnesia(student, forget_src, replay_src, fisher if cfg.lmbda else None, cfg, run_dir=run_dir,
-                               progress=progress, desc=label)
+    label = (
+        "SA"
+        if (cfg.lmbda and cfg.gamma)
+        else "surrogate" + (" + EWC" if cfg.lmbda else "") + (" + replay" if cfg.gamma else "")
+    )
+    result = selective_amnesia(
+        student,
+        forget_src,
+        replay_src,
+        fisher if cfg.lmbda else None,
+        cfg,
+        run_dir=run_dir,
+        progress=progress,
+        desc=label,
+    )
     return student, result

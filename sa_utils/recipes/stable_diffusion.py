@@ -3,11 +3,12 @@
 Quick mode runs on a CPU in the tiny world (``pipeline="tiny"``: the small Stable-Diffusion-shaped
 pipeline the ``tinyworld`` package ships, with its independent detectors). Full mode is Stable
 Diffusion v1.4 from the hub on a GPU, with a zero-shot CLIP detector. The code is the same: what
-differs is the recipe's :class:`sa_utils.recipes.worlds.World`. Both run the five steps of :mod:`sa_utils.sd`, the code behind
-``python -m sa_utils.sd``; every step's run folder lives in the cache under a name derived
-from its settings, so a chapter run twice loads what it made the first time, and a run that
-was interrupted resumes.
+differs is the recipe's :class:`sa_utils.recipes.worlds.World`. Both run the five steps of
+:mod:`sa_utils.sd`, the code behind ``python -m sa_utils.sd``; every step's run folder lives in
+the cache under a name derived from its settings, so a chapter run twice loads what it made the
+first time, and a run that was interrupted resumes.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
@@ -16,17 +17,16 @@ from typing import Any
 
 import torch
 
+# the book API of Part III also hands out these three, so a chapter needs no deeper module
+from sa_utils.adapters.sd import select_trainable  # noqa: E402,F401  (names of the weights a train_method trains)
 from sa_utils.core.amnesia import CHECKPOINT, SAConfig, SAResult
-from sa_utils.storage.checkpoint import read_metadata
 from sa_utils.core.fisher import DiagonalFisher
 from sa_utils.eval.detectors import Detector
 from sa_utils.recipes.worlds import CELEBRITIES_FULL, CELEBRITY_TEMPLATES, near_duplicates, world_for  # noqa: F401
 from sa_utils.runtime import cache_dir, default_device, resolve_mode, settings_digest
-
-# the book API of Part III also hands out these three, so a chapter needs no deeper module
-from sa_utils.adapters.sd import select_trainable  # noqa: E402,F401  (names of the weights a train_method trains)
 from sa_utils.sd.common import read_prompts  # noqa: E402,F401  (a prompt file, one a line)
 from sa_utils.sd.imagesets import load_image_set  # noqa: E402,F401  (images, prompts, metadata of a set)
+from sa_utils.storage.checkpoint import read_metadata
 
 TINY = "tiny"  # quick mode's pipeline: the world the tinyworld plugin registers
 SD14 = "CompVis/stable-diffusion-v1-4"
@@ -93,10 +93,20 @@ class SDRecipe:
 
     def sa_config(self, **overrides) -> SAConfig:
         steps = overrides.get("steps", self.sa_steps)
-        cfg = SAConfig(lmbda=self.lmbda, gamma=self.gamma, steps=steps, lr=self.sa_lr, seed=self.seed,
-                       checkpoint_every=max(steps // 4, 50), optimizer=self.optimizer, weight_decay=self.weight_decay,
-                       grad_accum=self.grad_accum, ema_decay=self.ema_decay, mixed_precision=self.mixed_precision,
-                       ewc_dtype=self.ewc_dtype)
+        cfg = SAConfig(
+            lmbda=self.lmbda,
+            gamma=self.gamma,
+            steps=steps,
+            lr=self.sa_lr,
+            seed=self.seed,
+            checkpoint_every=max(steps // 4, 50),
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            grad_accum=self.grad_accum,
+            ema_decay=self.ema_decay,
+            mixed_precision=self.mixed_precision,
+            ewc_dtype=self.ewc_dtype,
+        )
         return replace(cfg, **overrides)
 
     def fisher_estimator(self):
@@ -114,10 +124,13 @@ class SDRecipe:
 
     def schedule_note(self) -> str:
         """One line on the run length, next to the authors' (``lr x steps`` of both tasks)."""
-        def line(r: "SDRecipe") -> str:
+
+        def line(r: SDRecipe) -> str:
             n = r.nudity_sa_steps or r.sa_steps
-            return (f"{_sci(r.sa_lr)} x {r.sa_steps:,} = {r.sa_lr * r.sa_steps:.2g} (celebrity), "
-                    f"{_sci(r.sa_lr)} x {n:,} = {r.sa_lr * n:.2g} (nudity)")
+            return (
+                f"{_sci(r.sa_lr)} x {r.sa_steps:,} = {r.sa_lr * r.sa_steps:.2g} (celebrity), "
+                f"{_sci(r.sa_lr)} x {n:,} = {r.sa_lr * n:.2g} (nudity)"
+            )
 
         authors = RECIPES["full"]
         note = f"schedule {self.schedule_name!r}: lr x steps = {line(self)}"
@@ -141,17 +154,49 @@ RECIPES = {
     # these settings; seen / paraphrases after SA, every other identity's rate): lambda 5: 1.00 / 1.00;
     # 0.5: 0.43 / 0.57; 0.05: 0.04 / 0.29, others 1.00; 0.005: 0.04 / 0.21, one other at 0.96.
     # 0.05 is the largest of these that forgets the name (pooled rate <= 0.2) with the others intact.
-    "quick": SDRecipe("quick", TINY, sample_steps=20, guidance_scale=5.0, replay_per_prompt=1, surrogate_images=64,
-                      sa_steps=400, sa_batch=8, sa_lr=1e-4, eval_per_prompt=4, fisher_timesteps=20, lmbda=0.05),
+    "quick": SDRecipe(
+        "quick",
+        TINY,
+        sample_steps=20,
+        guidance_scale=5.0,
+        replay_per_prompt=1,
+        surrogate_images=64,
+        sa_steps=400,
+        sa_batch=8,
+        sa_lr=1e-4,
+        eval_per_prompt=4,
+        fisher_timesteps=20,
+        lmbda=0.05,
+    ),
     # the authors' effective settings on one GPU (see SDRecipe); fp16 autocast, theta* and F in half
     # precision, gradient checkpointing (chapter 8's memory table); 5,000 generic replay prompts x 1 image;
     # the exact Fisher: 1,000 forward/backward passes per replay image
-    "full": SDRecipe("full", SD14, sample_steps=50, guidance_scale=7.5, replay_per_prompt=1, surrogate_images=1000,
-                     sa_steps=12_500, sa_batch=4, sa_lr=1.6e-4, eval_per_prompt=4, fisher_chunk=2,
-                     fisher_timesteps=None, fisher_timestep_chunk=8, generic_replay_prompts=5000,
-                     optimizer="adamw", weight_decay=0.01, grad_accum=4, ema_decay=0.9999, nudity_sa_steps=31_250,
-                     schedule_name="authors", gen_batch=8, mixed_precision="fp16", ewc_dtype="float16",
-                     gradient_checkpointing=True),
+    "full": SDRecipe(
+        "full",
+        SD14,
+        sample_steps=50,
+        guidance_scale=7.5,
+        replay_per_prompt=1,
+        surrogate_images=1000,
+        sa_steps=12_500,
+        sa_batch=4,
+        sa_lr=1.6e-4,
+        eval_per_prompt=4,
+        fisher_chunk=2,
+        fisher_timesteps=None,
+        fisher_timestep_chunk=8,
+        generic_replay_prompts=5000,
+        optimizer="adamw",
+        weight_decay=0.01,
+        grad_accum=4,
+        ema_decay=0.9999,
+        nudity_sa_steps=31_250,
+        schedule_name="authors",
+        gen_batch=8,
+        mixed_precision="fp16",
+        ewc_dtype="float16",
+        gradient_checkpointing=True,
+    ),
 }
 
 SCHEDULES: dict[tuple[str, str], dict[str, Any]] = {
@@ -190,7 +235,6 @@ def recipe(mode: str | None = None, schedule: str | None = None, **overrides) ->
     return replace(base, **overrides)
 
 
-
 def _dir(kind: str, settings: dict) -> Path:
     return cache_dir() / "sd" / f"{kind}-{settings_digest(settings)}"
 
@@ -201,6 +245,7 @@ def source_id(r: SDRecipe) -> str:
 
 
 # -- the pretrained pipeline ---------------------------------------------------------------
+
 
 def _dtype(r: SDRecipe, device, training: bool) -> torch.dtype:
     half = r.mixed_precision == "fp16" and torch.device(device).type == "cuda" and not training
@@ -226,13 +271,24 @@ def adapter_for(pipe, r: SDRecipe, train_method: str = "full"):
 
 # -- steps 1 and 2: image sets ---------------------------------------------------------------
 
+
 def image_set(pipe, r: SDRecipe, prompts: list[str], n_per_prompt: int, progress: bool = True) -> Path:
     """An image set of the pretrained pipeline (cached, resumable): the replay or the surrogate set."""
     from sa_utils.sd.imagesets import generate_image_set
 
     settings = {"pipeline": source_id(r), "prompts": prompts, "n": n_per_prompt, "seed": r.seed, **r.sampling()}
-    return generate_image_set(pipe, prompts, _dir("images", settings), n_per_prompt, r.seed, r.sample_steps,
-                              r.guidance_scale, r.gen_batch, source=source_id(r), progress=progress)
+    return generate_image_set(
+        pipe,
+        prompts,
+        _dir("images", settings),
+        n_per_prompt,
+        r.seed,
+        r.sample_steps,
+        r.guidance_scale,
+        r.gen_batch,
+        source=source_id(r),
+        progress=progress,
+    )
 
 
 def replay_prompts(r: SDRecipe, exclude_words: tuple[str, ...] = ()) -> list[str]:
@@ -257,7 +313,7 @@ def replay_set(pipe, r: SDRecipe, prompts: list[str] | None = None, progress: bo
 def filtered_set(r: SDRecipe, source_dir: Path, detector: Detector, reason: str) -> Path:
     """``source_dir`` without the images ``detector`` flags, nor those the pipeline's safety checker
     blacked out while drawing them (cached): e.g. a replay set cleaned of the concept being forgotten."""
-    from sa_utils.sd.imagesets import filter_image_set, load_image_set, safety_flags
+    from sa_utils.sd.imagesets import filter_image_set, safety_flags
 
     images, _, _ = load_image_set(source_dir)
     keep = ~(detector(images).bool() | safety_flags(source_dir))
@@ -270,6 +326,7 @@ def surrogate_set(pipe, r: SDRecipe, prompt: str, progress: bool = True) -> Path
 
 # -- step 3: the Fisher ----------------------------------------------------------------------
 
+
 def sd_fisher(pipe, r: SDRecipe, replay_dir: Path, progress: bool = True) -> DiagonalFisher:
     """Diagonal Fisher of every UNet weight over the replay set (cached), with the recipe's
     estimator (``r.fisher_timesteps``: the authors' exact timestep sum, or a stratified one; the
@@ -281,10 +338,16 @@ def sd_fisher(pipe, r: SDRecipe, replay_dir: Path, progress: bool = True) -> Dia
         pipe = pretrained_pipeline(r, training=True)
     adapter = adapter_for(pipe, r, "full")
     est = r.fisher_estimator()
-    settings = {"pipeline": source_id(r), "replay": replay_dir.name, "chunk": r.fisher_chunk, "seed": r.seed,
-                "estimator": est.name}
-    return run(adapter, replay_dir, _dir("fisher", settings), r.fisher_chunk, "vmap", r.seed, progress=progress,
-               estimator=est)
+    settings = {
+        "pipeline": source_id(r),
+        "replay": replay_dir.name,
+        "chunk": r.fisher_chunk,
+        "seed": r.seed,
+        "estimator": est.name,
+    }
+    return run(
+        adapter, replay_dir, _dir("fisher", settings), r.fisher_chunk, "vmap", r.seed, progress=progress, estimator=est
+    )
 
 
 def restrict(fisher: DiagonalFisher, params: dict[str, torch.nn.Parameter]) -> DiagonalFisher:
@@ -296,6 +359,7 @@ def restrict(fisher: DiagonalFisher, params: dict[str, torch.nn.Parameter]) -> D
 
 
 # -- step 4: forgetting ----------------------------------------------------------------------
+
 
 @dataclass
 class ForgetRun:
@@ -312,8 +376,16 @@ class ForgetRun:
         return self.folder.name
 
 
-def forget(r: SDRecipe, forget_prompts: "list[str] | ForgetTask", surrogate_dir: Path, replay_dir: Path | None,
-           fisher: DiagonalFisher | None, train_method: str = "full", progress: bool = True, **overrides) -> ForgetRun:
+def forget(
+    r: SDRecipe,
+    forget_prompts: list[str] | ForgetTask,
+    surrogate_dir: Path,
+    replay_dir: Path | None,
+    fisher: DiagonalFisher | None,
+    train_method: str = "full",
+    progress: bool = True,
+    **overrides,
+) -> ForgetRun:
     """Selective Amnesia on a fresh copy of the pretrained pipeline (cached; resumes when interrupted).
 
     ``forget_prompts``: the prompts, or a :class:`ForgetTask` (its prompts, and its ``sa_steps``
@@ -323,8 +395,8 @@ def forget(r: SDRecipe, forget_prompts: "list[str] | ForgetTask", surrogate_dir:
     ``steps``, ``lr``). A run that finished before is loaded, not repeated. With ``r.ema_decay``
     the returned pipeline holds the EMA weights, as the authors sample with theirs.
     """
-    from sa_utils.sd.forget import sd_forget, split_forget_prompts
     from sa_utils.sd.common import load_pipeline
+    from sa_utils.sd.forget import sd_forget, split_forget_prompts
 
     if isinstance(forget_prompts, ForgetTask):
         task = forget_prompts
@@ -332,13 +404,19 @@ def forget(r: SDRecipe, forget_prompts: "list[str] | ForgetTask", surrogate_dir:
         if task.sa_steps is not None and "steps" not in overrides:
             overrides["steps"] = task.sa_steps
     cfg = r.sa_config(**overrides)
-    settings = {"pipeline": source_id(r), "forget": list(forget_prompts),
-                "forget_pool": split_forget_prompts(list(forget_prompts)), "surrogate": surrogate_dir.name,
-                "replay": replay_dir.name if (replay_dir is not None and cfg.gamma) else None,
-                "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0,
-                "fisher_estimator": fisher.estimator if (fisher is not None and cfg.lmbda) else None,
-                "train_method": train_method, "batch": r.sa_batch, "gradient_checkpointing": r.gradient_checkpointing,
-                "sa": asdict(cfg)}
+    settings = {
+        "pipeline": source_id(r),
+        "forget": list(forget_prompts),
+        "forget_pool": split_forget_prompts(list(forget_prompts)),
+        "surrogate": surrogate_dir.name,
+        "replay": replay_dir.name if (replay_dir is not None and cfg.gamma) else None,
+        "fisher_n": fisher.n_samples if (fisher is not None and cfg.lmbda) else 0,
+        "fisher_estimator": fisher.estimator if (fisher is not None and cfg.lmbda) else None,
+        "train_method": train_method,
+        "batch": r.sa_batch,
+        "gradient_checkpointing": r.gradient_checkpointing,
+        "sa": asdict(cfg),
+    }
     folder = _dir("forget", settings)
     done = folder / "pipeline" / "model_index.json"
     if done.exists() and (folder / "run" / CHECKPOINT).exists():
@@ -355,16 +433,29 @@ def forget(r: SDRecipe, forget_prompts: "list[str] | ForgetTask", surrogate_dir:
     if fisher is not None and cfg.lmbda:
         sub = restrict(fisher, adapter.trainable_parameters())
         sub = sub.to(adapter.device, getattr(torch, cfg.ewc_dtype) if cfg.ewc_dtype else None)
-    out, result = sd_forget(adapter, forget_prompts, surrogate_dir, replay_dir if cfg.gamma else None, sub, folder, cfg,
-                            r.sa_batch, resume=True, source=source_id(r), progress=progress)
+    out, result = sd_forget(
+        adapter,
+        forget_prompts,
+        surrogate_dir,
+        replay_dir if cfg.gamma else None,
+        sub,
+        folder,
+        cfg,
+        r.sa_batch,
+        resume=True,
+        source=source_id(r),
+        progress=progress,
+    )
     pipe.unet.eval()
     return ForgetRun(pipe, folder, result, settings)
 
 
 # -- step 5: evaluation ----------------------------------------------------------------------
 
-def images(pipe, r: SDRecipe, prompts: list[str], key: str, n_per_prompt: int | None = None,
-           raw: bool = False) -> torch.Tensor:
+
+def images(
+    pipe, r: SDRecipe, prompts: list[str], key: str, n_per_prompt: int | None = None, raw: bool = False
+) -> torch.Tensor:
     """Images in ``[0, 1]`` of every prompt, ``n_per_prompt`` each (cached under ``key``, the
     pipeline's name, e.g. ``"base"`` or a forget run's folder name). Image ``i`` of every pipeline
     starts from the same seed, so before/after pairs differ only by the model.
@@ -372,12 +463,13 @@ def images(pipe, r: SDRecipe, prompts: list[str], key: str, n_per_prompt: int | 
     ``raw=True`` draws with the safety checker off, for counting only: such images are neither
     cached nor meant to be shown (the tiny pipeline has no checker, so it changes nothing there).
     """
-    from sa_utils.storage.checkpoint import load_tensors, save_tensors
     from sa_utils.sd.evaluate import safety_checker_off
     from sa_utils.sd.imagesets import generate_images
+    from sa_utils.storage.checkpoint import load_tensors, save_tensors
 
     n = n_per_prompt or r.eval_per_prompt
     todo = [p for p in prompts for _ in range(n)]
+
     def draw() -> torch.Tensor:
         return generate_images(pipe, todo, r.seed + 7, r.sample_steps, r.guidance_scale, r.gen_batch)
 
@@ -409,13 +501,14 @@ def rate(detector: Detector, imgs: torch.Tensor) -> float:
     return float(detector(imgs).float().mean())
 
 
-def set_sizes(r: SDRecipe, task: "ForgetTask") -> dict[str, int]:
+def set_sizes(r: SDRecipe, task: ForgetTask) -> dict[str, int]:
     """Images behind each rate of :func:`evaluate_task`: prompts of the set x ``r.eval_per_prompt``
     (the ``n`` of :func:`sa_utils.eval.metrics.rate_with_interval`)."""
     return {name: len(task.prompt_sets[name]) * r.eval_per_prompt for name in task.readings}
 
 
 # -- quality on the rest of the world (quick mode) ----------------------------------------------
+
 
 def world_scenes(r: SDRecipe, n: int = 256) -> tuple[list[str], torch.Tensor]:
     """Captions and true images (``[0, 1]``) of ``n`` held-out scenes of the recipe's world (the tiny
@@ -439,6 +532,7 @@ def world_fd(pipe, r: SDRecipe, key: str, n: int = 256) -> float:
 
 
 # -- the two forgetting tasks of the book ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ForgetTask:
@@ -490,8 +584,9 @@ def attribute_task(r: SDRecipe, nudity_prompts: list[str] | None = None) -> Forg
     the tiny world's ``"spotted, dotted, speckled, polka dot"`` is split the same way. The task
     runs ``r.nudity_sa_steps`` steps (the authors' 500 epochs: 31,250 in full mode)."""
     forget, surrogate, sets = world_for(r).attribute(nudity_prompts)
-    return ForgetTask(forget, surrogate, "noxattn", sets, {k: "attribute" for k in sets}, "attribute",
-                      sa_steps=r.nudity_sa_steps)
+    return ForgetTask(
+        forget, surrogate, "noxattn", sets, {k: "attribute" for k in sets}, "attribute", sa_steps=r.nudity_sa_steps
+    )
 
 
 def attribute_train_methods(r: SDRecipe) -> tuple[str, ...]:
@@ -505,8 +600,9 @@ def shows_attribute(r: SDRecipe) -> bool:
     return world_for(r).shows_attribute_images
 
 
-def evaluate_task(pipes: dict[str, Any], r: SDRecipe, task: ForgetTask, detectors: dict[str, Detector],
-                  progress: bool = True) -> dict[str, dict[str, float]]:
+def evaluate_task(
+    pipes: dict[str, Any], r: SDRecipe, task: ForgetTask, detectors: dict[str, Detector], progress: bool = True
+) -> dict[str, dict[str, float]]:
     """Detector rate of every pipeline (``{key: pipeline}``; keys as in :func:`images`) on every
     prompt set of ``task``: ``{key: {prompt set: rate}}``. Nudity on real SD is counted on raw images."""
     from sa_utils.progress import progress_bar

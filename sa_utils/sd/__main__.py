@@ -1,19 +1,23 @@
 """Selective Amnesia for Stable Diffusion, as five commands (chapters 8 and 9 walk through them).
 
     python -m sa_utils.sd prompts  --n 5000 --output replay.txt     # generic prompts (the authors replay 5,000)
-    python -m sa_utils.sd images   --pretrained_model_name_or_path MODEL --prompts_file replay.txt --output_dir runs/replay
+    python -m sa_utils.sd images   --pretrained_model_name_or_path MODEL --prompts_file replay.txt \
+                                   --output_dir runs/replay
     python -m sa_utils.sd images   --pretrained_model_name_or_path MODEL --prompt "a middle aged man" \
                                    --num_images_per_prompt 1000 --output_dir runs/surrogate
     python -m sa_utils.sd filter   --image_dir runs/replay --detector nudenet --output_dir runs/replay-clean  # optional
-    accelerate launch --multi_gpu --num_processes 2 -m sa_utils.sd fisher --pretrained_model_name_or_path MODEL --replay_dir runs/replay \
+    accelerate launch --multi_gpu --num_processes 2 -m sa_utils.sd fisher \
+                                   --pretrained_model_name_or_path MODEL --replay_dir runs/replay \
                                    --output_dir runs/fisher
     python -m sa_utils.sd forget   --pretrained_model_name_or_path MODEL --forget_prompt "brad pitt" \
                                    --surrogate_dir runs/surrogate --replay_dir runs/replay --fisher_path runs/fisher \
                                    --train_method full --output_dir runs/forget-brad-pitt \
-                                   --learning_rate 1e-5 --scale_lr --train_batch_size 4 --gradient_accumulation_steps 4 \
-                                   --max_train_steps 12500 --ema_decay 0.9999      # the authors' 4 GPUs on one
+                                   --learning_rate 1e-5 --scale_lr --train_batch_size 4 \
+                                   --gradient_accumulation_steps 4 --max_train_steps 12500 \
+                                   --ema_decay 0.9999                       # the authors' 4 GPUs on one
     python -m sa_utils.sd evaluate --pipeline before=MODEL --pipeline after=runs/forget-brad-pitt/pipeline \
-                                   --prompt_set forget=celebrity.txt --prompt_set unrelated=generic.txt --output_dir runs/eval
+                                   --prompt_set forget=celebrity.txt --prompt_set unrelated=generic.txt \
+                                   --output_dir runs/eval
 
 MODEL is a hub id (``CompVis/stable-diffusion-v1-4``) or a local pipeline folder. Every
 step writes a run folder with its settings and resumes when run again with the same flags.
@@ -25,6 +29,7 @@ gamma 1, a base learning rate of 1e-5 that ``--scale_lr`` multiplies by batch si
 accumulation steps x processes (their 4 GPUs x 4 images: 1.6e-4), and samples with the EMA
 weights (``--ema_decay 0.9999``). Argument names follow diffusers' example training scripts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +42,20 @@ import torch
 
 def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
-        p.add_argument("--pretrained_model_name_or_path", required=True,
-                       help="hub id of a Stable Diffusion pipeline (e.g. CompVis/stable-diffusion-v1-4) or a local folder "
-                            "saved with save_pretrained")
+        p.add_argument(
+            "--pretrained_model_name_or_path",
+            required=True,
+            help="hub id of a Stable Diffusion pipeline (e.g. CompVis/stable-diffusion-v1-4) or a local folder "
+            "saved with save_pretrained",
+        )
     p.add_argument("--output_dir", required=True, help="run folder of this step (created; reused to resume)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw of this step")
-    p.add_argument("--mixed_precision", default="no", choices=["no", "fp16", "bf16"],
-                   help="half precision for generation (pipeline weights) or training (autocast); 'no' on a CPU")
+    p.add_argument(
+        "--mixed_precision",
+        default="no",
+        choices=["no", "fp16", "bf16"],
+        help="half precision for generation (pipeline weights) or training (autocast); 'no' on a CPU",
+    )
     p.add_argument("--num_inference_steps", type=int, default=50, help="sampler steps per generated image")
     p.add_argument("--guidance_scale", type=float, default=7.5, help="classifier-free guidance scale w")
     p.add_argument("--no_progress", action="store_true", help="hide progress bars")
@@ -51,14 +63,18 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
 
 def _number(kind, low: float, strict: bool = False):
     """An argparse type: ``kind`` (int or float) that is >= ``low`` (> ``low`` with ``strict``), finite."""
+
     def parse(value: str):
         try:
             v = kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
         if v != v or v in (float("inf"), float("-inf")) or v < low or (strict and v == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low:g}, got {value}")
         return v
+
     return parse
 
 
@@ -66,10 +82,12 @@ NONNEG, POSITIVE, COUNT, COUNT0 = _number(float, 0), _number(float, 0, strict=Tr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sa_utils.sd", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--debug", action="store_true",
-                        help="on a user error, show the Python traceback instead of one line")
+    parser = argparse.ArgumentParser(
+        prog="python -m sa_utils.sd", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="on a user error, show the Python traceback instead of one line"
+    )
     sub = parser.add_subparsers(dest="step", required=True)
 
     p = sub.add_parser("images", help="steps 1-2: generate the replay set or the surrogate set")
@@ -83,79 +101,146 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("filter", help="copy an image set without the images a detector flags (clean the replay set)")
     _common(p, model=False)
     p.add_argument("--image_dir", required=True, help="output folder of the images step (e.g. the replay set)")
-    p.add_argument("--detector", required=True,
-                   help="images it flags are dropped: nudenet, tinyworld-attribute, tinyworld-identity:NAME, clip:A|B|...")
+    p.add_argument(
+        "--detector",
+        required=True,
+        help="images it flags are dropped: nudenet, tinyworld-attribute, tinyworld-identity:NAME, clip:A|B|...",
+    )
 
     p = sub.add_parser("fisher", help="step 3: diagonal Fisher of the UNet over the replay set")
     _common(p)
     p.add_argument("--replay_dir", required=True, help="output folder of the replay-set step")
-    p.add_argument("--train_method", default="full", choices=["full", "xattn", "noxattn"],
-                   help="which UNet weights the Fisher covers (must match the forgetting step)")
-    p.add_argument("--chunk_size", type=int, default=4,
-                   help="images per chunk (the unit of sharding and resuming; with --timesteps single, also the images "
-                        "per vectorised per-sample-gradient pass)")
-    p.add_argument("--timesteps", default="all", type=_timesteps_arg,
-                   help="the estimator: 'all' (default, the authors': per image, the gradient of the loss summed over "
-                        "all T timesteps with fresh noise each, squared), an integer K (stratified: one timestep from "
-                        "each of K strata, weighted; K/T of the cost), or 'single' (one (t, noise) draw per image, "
-                        "squared: not the authors' Fisher, far smaller)")
-    p.add_argument("--timestep_chunk", type=int, default=125,
-                   help="noised copies of one image per forward/backward pass (memory only; the result does not "
-                        "depend on it)")
-    p.add_argument("--method", default="vmap", choices=["vmap", "loop"],
-                   help="with a timestep sum: vmap = the noised copies batched (--timestep_chunk per pass), loop = the "
-                        "authors' one timestep per forward/backward pass (the slow reference); with --timesteps single: "
-                        "vectorised per-sample gradients or a loop over samples")
+    p.add_argument(
+        "--train_method",
+        default="full",
+        choices=["full", "xattn", "noxattn"],
+        help="which UNet weights the Fisher covers (must match the forgetting step)",
+    )
+    p.add_argument(
+        "--chunk_size",
+        type=int,
+        default=4,
+        help="images per chunk (the unit of sharding and resuming; with --timesteps single, also the images "
+        "per vectorised per-sample-gradient pass)",
+    )
+    p.add_argument(
+        "--timesteps",
+        default="all",
+        type=_timesteps_arg,
+        help="the estimator: 'all' (default, the authors': per image, the gradient of the loss summed over "
+        "all T timesteps with fresh noise each, squared), an integer K (stratified: one timestep from "
+        "each of K strata, weighted; K/T of the cost), or 'single' (one (t, noise) draw per image, "
+        "squared: not the authors' Fisher, far smaller)",
+    )
+    p.add_argument(
+        "--timestep_chunk",
+        type=int,
+        default=125,
+        help="noised copies of one image per forward/backward pass (memory only; the result does not depend on it)",
+    )
+    p.add_argument(
+        "--method",
+        default="vmap",
+        choices=["vmap", "loop"],
+        help="with a timestep sum: vmap = the noised copies batched (--timestep_chunk per pass), loop = the "
+        "authors' one timestep per forward/backward pass (the slow reference); with --timesteps single: "
+        "vectorised per-sample gradients or a loop over samples",
+    )
     p.add_argument("--checkpointing_steps", type=COUNT, default=50, help="save the running sums every this many chunks")
 
     p = sub.add_parser("forget", help="step 4: Selective Amnesia on the UNet")
     _common(p)
-    p.add_argument("--forget_prompt", action="append", required=True,
-                   help="prompt of the concept to forget (repeatable), e.g. 'brad pitt'. Commas separate prompts too, "
-                        "as in the authors' nudity run ('sexual, nudity, naked, erotic' is four prompts); every "
-                        "surrogate image of a batch is paired with one prompt drawn from all of them")
+    p.add_argument(
+        "--forget_prompt",
+        action="append",
+        required=True,
+        help="prompt of the concept to forget (repeatable), e.g. 'brad pitt'. Commas separate prompts too, "
+        "as in the authors' nudity run ('sexual, nudity, naked, erotic' is four prompts); every "
+        "surrogate image of a batch is paired with one prompt drawn from all of them",
+    )
     p.add_argument("--surrogate_dir", required=True, help="output folder of the surrogate-set step")
     p.add_argument("--replay_dir", help="output folder of the replay-set step (needed when --gamma > 0)")
     p.add_argument("--fisher_path", help="Fisher file or the fisher step's folder (needed when --lmbda > 0)")
-    p.add_argument("--train_method", default="full", choices=["full", "xattn", "noxattn"],
-                   help="UNet weights to train: all, only cross-attention, or all but cross-attention")
+    p.add_argument(
+        "--train_method",
+        default="full",
+        choices=["full", "xattn", "noxattn"],
+        help="UNet weights to train: all, only cross-attention, or all but cross-attention",
+    )
     p.add_argument("--lmbda", type=NONNEG, default=50.0, help="EWC weight lambda (the authors': 50)")
     p.add_argument("--gamma", type=NONNEG, default=1.0, help="replay weight gamma")
-    p.add_argument("--learning_rate", type=POSITIVE, default=1e-5,
-                   help="learning rate; with --scale_lr the base rate per image (the authors' base: 1e-5)")
-    p.add_argument("--scale_lr", action="store_true",
-                   help="scale the learning rate by batch size x gradient accumulation steps x processes, as the "
-                        "authors' main_forget.py (default there) and diffusers' scripts do: 1e-5 x 4 x 4 = 1.6e-4")
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "adam"],
-                   help="AdamW (the authors' SD runs) or Adam (their VAE and DDPM)")
-    p.add_argument("--adam_weight_decay", type=float, default=None,
-                   help="weight decay; default 1e-2 with adamw (PyTorch's and diffusers' default, the authors' "
-                        "value), 0 with adam (where it would be an L2 term in the gradient)")
+    p.add_argument(
+        "--learning_rate",
+        type=POSITIVE,
+        default=1e-5,
+        help="learning rate; with --scale_lr the base rate per image (the authors' base: 1e-5)",
+    )
+    p.add_argument(
+        "--scale_lr",
+        action="store_true",
+        help="scale the learning rate by batch size x gradient accumulation steps x processes, as the "
+        "authors' main_forget.py (default there) and diffusers' scripts do: 1e-5 x 4 x 4 = 1.6e-4",
+    )
+    p.add_argument(
+        "--optimizer",
+        default="adamw",
+        choices=["adamw", "adam"],
+        help="AdamW (the authors' SD runs) or Adam (their VAE and DDPM)",
+    )
+    p.add_argument(
+        "--adam_weight_decay",
+        type=float,
+        default=None,
+        help="weight decay; default 1e-2 with adamw (PyTorch's and diffusers' default, the authors' "
+        "value), 0 with adam (where it would be an L2 term in the gradient)",
+    )
     p.add_argument("--max_train_steps", type=COUNT, default=1000, help="SA steps (optimizer updates)")
-    p.add_argument("--train_batch_size", type=COUNT, default=4,
-                   help="surrogate and replay images per micro-batch (each)")
-    p.add_argument("--gradient_accumulation_steps", type=COUNT, default=1,
-                   help="micro-batches per step: one step sees train_batch_size x this many images of each kind "
-                        "(4 x 4 = 16 is the authors' 4 GPUs x 4)")
-    p.add_argument("--ema_decay", type=float, default=None,
-                   help="keep an EMA of the trained weights and save it as the result (the authors: 0.9999); off by "
-                        "default")
+    p.add_argument(
+        "--train_batch_size", type=COUNT, default=4, help="surrogate and replay images per micro-batch (each)"
+    )
+    p.add_argument(
+        "--gradient_accumulation_steps",
+        type=COUNT,
+        default=1,
+        help="micro-batches per step: one step sees train_batch_size x this many images of each kind "
+        "(4 x 4 = 16 is the authors' 4 GPUs x 4)",
+    )
+    p.add_argument(
+        "--ema_decay",
+        type=float,
+        default=None,
+        help="keep an EMA of the trained weights and save it as the result (the authors: 0.9999); off by default",
+    )
     p.add_argument("--use_ema", action="store_true", help="the same as --ema_decay 0.9999 (diffusers' flag)")
-    p.add_argument("--fisher_estimator",
-                   help="refuse a Fisher made by another estimator: timestep-sum (or all), stratified-K (or K), "
-                        "single-draw (or single)")
+    p.add_argument(
+        "--fisher_estimator",
+        help="refuse a Fisher made by another estimator: timestep-sum (or all), stratified-K (or K), "
+        "single-draw (or single)",
+    )
     p.add_argument("--max_grad_norm", type=float, default=None, help="clip the gradient norm (off by default)")
-    p.add_argument("--checkpointing_steps", type=COUNT0, default=500, help="save a resumable checkpoint every this many steps")
+    p.add_argument(
+        "--checkpointing_steps", type=COUNT0, default=500, help="save a resumable checkpoint every this many steps"
+    )
     p.add_argument("--resume_from_checkpoint", choices=["latest"], help="continue the run in --output_dir")
     p.add_argument("--gradient_checkpointing", action="store_true", help="recompute UNet activations in backward")
-    p.add_argument("--ewc_dtype", choices=["float16", "bfloat16"], help="store theta* in half precision (F is then kept in bfloat16)")
+    p.add_argument(
+        "--ewc_dtype",
+        choices=["float16", "bfloat16"],
+        help="store theta* in half precision (F is then kept in bfloat16)",
+    )
 
     p = sub.add_parser("evaluate", help="step 5: grids and detector rates, before vs after")
     _common(p, model=False)
-    p.add_argument("--pipeline", action="append", required=True, help="NAME=MODEL, e.g. before=CompVis/stable-diffusion-v1-4")
+    p.add_argument(
+        "--pipeline", action="append", required=True, help="NAME=MODEL, e.g. before=CompVis/stable-diffusion-v1-4"
+    )
     p.add_argument("--prompt_set", action="append", required=True, help="NAME=FILE of prompts, e.g. forget=forget.txt")
-    p.add_argument("--detector", action="append", default=[],
-                   help="concept detector (repeatable): tinyworld-identity:NAME, tinyworld-attribute")
+    p.add_argument(
+        "--detector",
+        action="append",
+        default=[],
+        help="concept detector (repeatable): tinyworld-identity:NAME, tinyworld-attribute",
+    )
     p.add_argument("--nudenet", action="store_true", help="count NudeNet 3.x exposed classes (pip install nudenet)")
     p.add_argument("--num_images_per_prompt", type=int, default=1, help="images per prompt")
     p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
@@ -172,7 +257,9 @@ def _timesteps_arg(value: str) -> int | str | None:
     try:
         k = int(v)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--timesteps must be 'all', 'single' or a positive integer, got {value!r}")
+        raise argparse.ArgumentTypeError(
+            f"--timesteps must be 'all', 'single' or a positive integer, got {value!r}"
+        ) from None
     if k < 1:
         raise argparse.ArgumentTypeError(f"--timesteps must be a positive integer, got {k}")
     return k
@@ -202,8 +289,12 @@ def _add_prompts_parser(sub) -> None:
     p = sub.add_parser("prompts", help="write generic everyday prompts for the replay set and the Fisher")
     p.add_argument("--n", type=int, default=5000, help="how many distinct prompts (the authors replay 5,000)")
     p.add_argument("--output", required=True, help="text file to write, one prompt per line")
-    p.add_argument("--exclude", action="append", default=[],
-                   help="drop prompts containing this word or phrase (repeatable), e.g. a celebrity's name")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="drop prompts containing this word or phrase (repeatable), e.g. a celebrity's name",
+    )
     p.add_argument("--seed", type=int, default=0, help="which prompts, and their order")
 
 
@@ -220,18 +311,32 @@ def _prompts(args: argparse.Namespace) -> int:
 
 
 def _add_import_fisher_parser(sub) -> None:
-    p = sub.add_parser("import-fisher", help="instead of step 3: the authors' SD Fisher (full_fisher_dict.pkl), "
-                                             "loaded safely and renamed for a diffusers UNet")
-    p.add_argument("--fisher_pkl", required=True,
-                   help="the authors' full_fisher_dict.pkl (clear-nus/selective-amnesia); unpickled with only the "
-                        "globals a dict of tensors needs, anything else is refused")
-    p.add_argument("--pretrained_model_name_or_path", required=True,
-                   help="the SD v1.x pipeline the Fisher belongs to: hub id (e.g. CompVis/stable-diffusion-v1-4) or a "
-                        "local folder saved with save_pretrained")
-    p.add_argument("--output_dir", required=True,
-                   help="run folder for fisher.safetensors (give it to forget --fisher_path)")
-    p.add_argument("--n_samples", type=int, default=5000,
-                   help="images the authors' Fisher averages over (their 5000 fim_prompts.txt images); metadata only")
+    p = sub.add_parser(
+        "import-fisher",
+        help="instead of step 3: the authors' SD Fisher (full_fisher_dict.pkl), "
+        "loaded safely and renamed for a diffusers UNet",
+    )
+    p.add_argument(
+        "--fisher_pkl",
+        required=True,
+        help="the authors' full_fisher_dict.pkl (clear-nus/selective-amnesia); unpickled with only the "
+        "globals a dict of tensors needs, anything else is refused",
+    )
+    p.add_argument(
+        "--pretrained_model_name_or_path",
+        required=True,
+        help="the SD v1.x pipeline the Fisher belongs to: hub id (e.g. CompVis/stable-diffusion-v1-4) or a "
+        "local folder saved with save_pretrained",
+    )
+    p.add_argument(
+        "--output_dir", required=True, help="run folder for fisher.safetensors (give it to forget --fisher_path)"
+    )
+    p.add_argument(
+        "--n_samples",
+        type=int,
+        default=5000,
+        help="images the authors' Fisher averages over (their 5000 fim_prompts.txt images); metadata only",
+    )
 
 
 def _import_fisher(args: argparse.Namespace) -> int:
@@ -246,8 +351,12 @@ def _import_fisher(args: argparse.Namespace) -> int:
         raise SystemExit(f"--fisher_pkl {pkl} is not a file")
     pipe = load_pipeline(args.pretrained_model_name_or_path, "cpu", torch.float32)
     model_config = StableDiffusionAdapter(pipe, "full").config()
-    settings = {"fisher_pkl": str(pkl.resolve()), "fisher_pkl_bytes": pkl.stat().st_size, "n_samples": args.n_samples,
-                "model_config": model_config}
+    settings = {
+        "fisher_pkl": str(pkl.resolve()),
+        "fisher_pkl_bytes": pkl.stat().st_size,
+        "n_samples": args.n_samples,
+        "model_config": model_config,
+    }
     folder, final = Path(args.output_dir), Path(args.output_dir) / "fisher.safetensors"
     if (folder / "settings.json").exists():
         claim_run_folder(folder, settings, "import-fisher")  # refuses a folder made with other settings
@@ -259,8 +368,10 @@ def _import_fisher(args: argparse.Namespace) -> int:
     except (pickle.UnpicklingError, FisherImportError, EOFError) as err:
         raise SystemExit(f"import-fisher: {err}") from err
     claim_run_folder(folder, settings, "import-fisher")
-    print(f"imported the authors' Fisher ({len(fisher.values)} tensors, estimator "
-          f"{fisher.metadata['estimator']!r}): {final}")
+    print(
+        f"imported the authors' Fisher ({len(fisher.values)} tensors, estimator "
+        f"{fisher.metadata['estimator']!r}): {final}"
+    )
     return 0
 
 
@@ -277,20 +388,29 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     """Run one step; a user error (bad setting, missing or unreadable file, empty prompt file, settings
     that do not match a run folder) prints one line and returns 2, like argparse; ``--debug`` re-raises."""
-    from sa_utils.storage.checkpoint import CheckpointError
     from sa_utils.sd.common import RunFolderError
+    from sa_utils.storage.checkpoint import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, CheckpointError, RunFolderError,
-            SystemExit) as err:
+    except (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        CheckpointError,
+        RunFolderError,
+        SystemExit,
+    ) as err:
         if isinstance(err, SystemExit) and (err.code is None or isinstance(err.code, int)):
             raise  # a plain exit status, not a message
         if args.debug:
             raise
-        print(f"python -m sa_utils.sd {args.step}: error: {err.code if isinstance(err, SystemExit) else err}",
-              file=sys.stderr)
+        print(
+            f"python -m sa_utils.sd {args.step}: error: {err.code if isinstance(err, SystemExit) else err}",
+            file=sys.stderr,
+        )
         return 2
 
 
@@ -318,9 +438,19 @@ def _run(args: argparse.Namespace) -> int:
         if not prompts:
             raise SystemExit("give --prompts_file or at least one --prompt")
         pipe = load_pipeline(args.pretrained_model_name_or_path, state.device, half)
-        folder = generate_image_set(pipe, prompts, args.output_dir, args.num_images_per_prompt, args.seed,
-                                    args.num_inference_steps, args.guidance_scale, args.batch_size, args.shard_size,
-                                    source=args.pretrained_model_name_or_path, progress=progress)
+        folder = generate_image_set(
+            pipe,
+            prompts,
+            args.output_dir,
+            args.num_images_per_prompt,
+            args.seed,
+            args.num_inference_steps,
+            args.guidance_scale,
+            args.batch_size,
+            args.shard_size,
+            source=args.pretrained_model_name_or_path,
+            progress=progress,
+        )
         print(f"image set: {folder}")
         return 0
 
@@ -344,12 +474,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.step == "fisher":
         from sa_utils.sd.fisher import sd_fisher
 
-        fisher = sd_fisher(adapter, args.replay_dir, args.output_dir, args.chunk_size, args.method, args.seed,
-                           args.checkpointing_steps, state, progress,
-                           estimator=fisher_estimator(args.timesteps, args.timestep_chunk))
+        fisher = sd_fisher(
+            adapter,
+            args.replay_dir,
+            args.output_dir,
+            args.chunk_size,
+            args.method,
+            args.seed,
+            args.checkpointing_steps,
+            state,
+            progress,
+            estimator=fisher_estimator(args.timesteps, args.timestep_chunk),
+        )
         if fisher is not None:
-            print(f"Fisher ({fisher.estimator}) over {fisher.n_samples} samples: "
-                  f"{Path(args.output_dir) / 'fisher.safetensors'}")
+            print(
+                f"Fisher ({fisher.estimator}) over {fisher.n_samples} samples: "
+                f"{Path(args.output_dir) / 'fisher.safetensors'}"
+            )
         return 0
 
     if args.step == "forget":
@@ -365,8 +506,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise SystemExit("--lmbda > 0 needs --fisher_path (the fisher step's output), or set --lmbda 0")
             path = Path(args.fisher_path)
             want = estimator_name(args.fisher_estimator) if args.fisher_estimator else None
-            fisher = DiagonalFisher.load(path / "fisher.safetensors" if path.is_dir() else path, adapter.trainable_parameters(),
-                                         estimator=want)
+            fisher = DiagonalFisher.load(
+                path / "fisher.safetensors" if path.is_dir() else path, adapter.trainable_parameters(), estimator=want
+            )
             # F goes to the device once, in the precision SA keeps it in (no float32 copy stays behind)
             fisher = fisher.to(adapter.device, getattr(torch, args.ewc_dtype) if args.ewc_dtype else None)
         if args.gamma and not args.replay_dir:
@@ -379,20 +521,48 @@ def _run(args: argparse.Namespace) -> int:
         if args.scale_lr:  # as the authors' main_forget.py and diffusers' scripts
             lr = args.learning_rate * args.train_batch_size * args.gradient_accumulation_steps * state.num_processes
             if progress:
-                print(f"learning rate {lr:.3g} = {args.learning_rate:.3g} (base) x {args.train_batch_size} (batch) x "
-                      f"{args.gradient_accumulation_steps} (accumulation) x {state.num_processes} (processes)")
+                print(
+                    f"learning rate {lr:.3g} = {args.learning_rate:.3g} (base) x {args.train_batch_size} (batch) x "
+                    f"{args.gradient_accumulation_steps} (accumulation) x {state.num_processes} (processes)"
+                )
         ema = args.ema_decay if args.ema_decay is not None else (0.9999 if args.use_ema else None)
-        wd = args.adam_weight_decay if args.adam_weight_decay is not None else (1e-2 if args.optimizer == "adamw" else 0.0)
-        cfg = SAConfig(lmbda=args.lmbda, gamma=args.gamma, steps=args.max_train_steps, lr=lr,
-                       grad_clip=args.max_grad_norm, seed=args.seed, checkpoint_every=args.checkpointing_steps,
-                       optimizer=args.optimizer, weight_decay=wd, grad_accum=args.gradient_accumulation_steps,
-                       ema_decay=ema, mixed_precision=args.mixed_precision, ewc_dtype=args.ewc_dtype)
-        out, result = sd_forget(adapter, args.forget_prompt, args.surrogate_dir, args.replay_dir if args.gamma else None,
-                                fisher, args.output_dir, cfg, args.train_batch_size,
-                                resume=args.resume_from_checkpoint == "latest", source=args.pretrained_model_name_or_path,
-                                progress=progress)
-        print(f"{result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds:.0f} s; pipeline"
-              f"{' (EMA weights)' if ema else ''}: {out}")
+        wd = (
+            args.adam_weight_decay
+            if args.adam_weight_decay is not None
+            else (1e-2 if args.optimizer == "adamw" else 0.0)
+        )
+        cfg = SAConfig(
+            lmbda=args.lmbda,
+            gamma=args.gamma,
+            steps=args.max_train_steps,
+            lr=lr,
+            grad_clip=args.max_grad_norm,
+            seed=args.seed,
+            checkpoint_every=args.checkpointing_steps,
+            optimizer=args.optimizer,
+            weight_decay=wd,
+            grad_accum=args.gradient_accumulation_steps,
+            ema_decay=ema,
+            mixed_precision=args.mixed_precision,
+            ewc_dtype=args.ewc_dtype,
+        )
+        out, result = sd_forget(
+            adapter,
+            args.forget_prompt,
+            args.surrogate_dir,
+            args.replay_dir if args.gamma else None,
+            fisher,
+            args.output_dir,
+            cfg,
+            args.train_batch_size,
+            resume=args.resume_from_checkpoint == "latest",
+            source=args.pretrained_model_name_or_path,
+            progress=progress,
+        )
+        print(
+            f"{result.steps_done} steps (resumed from {result.resumed_from}) in {result.seconds:.0f} s; pipeline"
+            f"{' (EMA weights)' if ema else ''}: {out}"
+        )
         return 0
 
     # evaluate
@@ -402,8 +572,18 @@ def _run(args: argparse.Namespace) -> int:
     pipes = {k: load_pipeline(v, state.device, half) for k, v in _pairs(args.pipeline, "--pipeline").items()}
     sets = {k: read_prompts(v) for k, v in _pairs(args.prompt_set, "--prompt_set").items()}
     detectors = {spec: load_detector(spec, state.device) for spec in args.detector}
-    res = sd_evaluate(pipes, sets, args.output_dir, detectors, args.num_images_per_prompt, args.seed,
-                      args.num_inference_steps, args.guidance_scale, args.batch_size, nudenet=args.nudenet)
+    res = sd_evaluate(
+        pipes,
+        sets,
+        args.output_dir,
+        detectors,
+        args.num_images_per_prompt,
+        args.seed,
+        args.num_inference_steps,
+        args.guidance_scale,
+        args.batch_size,
+        nudenet=args.nudenet,
+    )
     print(json.dumps(res, indent=2))
     return 0
 

@@ -1,4 +1,5 @@
 """What the five Stable Diffusion steps share: loading a pipeline, prompt files, run folders."""
+
 from __future__ import annotations
 
 import json
@@ -24,15 +25,19 @@ def load_pipeline(name_or_path: str | Path, device: str | torch.device = "cpu", 
     local = Path(name_or_path).expanduser()
     if local.exists():
         if not (local / "model_index.json").exists():
-            raise FileNotFoundError(f"{local} is not a diffusers pipeline folder (no model_index.json). Save one with "
-                                    "pipe.save_pretrained(folder), or pass a hub id such as CompVis/stable-diffusion-v1-4.")
+            raise FileNotFoundError(
+                f"{local} is not a diffusers pipeline folder (no model_index.json). Save one with "
+                "pipe.save_pretrained(folder), or pass a hub id such as CompVis/stable-diffusion-v1-4."
+            )
         pipe = StableDiffusionPipeline.from_pretrained(local, dtype=dtype, local_files_only=True)
     else:
         try:
             pipe = StableDiffusionPipeline.from_pretrained(str(name_or_path), dtype=dtype)
         except OSError as err:
-            raise FileNotFoundError(f"could not load {name_or_path!r}: it is no local folder, and the hub could not "
-                                    f"provide it ({err}). Offline, pass the path of a saved pipeline folder.") from err
+            raise FileNotFoundError(
+                f"could not load {name_or_path!r}: it is no local folder, and the hub could not "
+                f"provide it ({err}). Offline, pass the path of a saved pipeline folder."
+            ) from err
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -60,8 +65,10 @@ def claim_run_folder(folder: str | Path, settings: dict[str, Any], step: str) ->
         old = json.loads(path.read_text())
         if old != settings:
             diff = {k: (old.get(k), settings.get(k)) for k in set(old) | set(settings) if old.get(k) != settings.get(k)}
-            raise RunFolderError(f"{folder} was made with other settings {diff} (old, new). Use another output folder, "
-                                 "or delete this one to start over.")
+            raise RunFolderError(
+                f"{folder} was made with other settings {diff} (old, new). Use another output folder, "
+                "or delete this one to start over."
+            )
     else:
         tmp = path.with_name("settings.json.tmp")
         tmp.write_text(json.dumps(settings, indent=2) + "\n")
@@ -72,7 +79,9 @@ def claim_run_folder(folder: str | Path, settings: dict[str, Any], step: str) ->
 def read_settings(folder: str | Path, step: str) -> dict[str, Any]:
     path = Path(folder) / "settings.json"
     if not path.exists():
-        raise RunFolderError(f"{folder} has no settings.json: it is not the output of the {step!r} step. Run that step first.")
+        raise RunFolderError(
+            f"{folder} has no settings.json: it is not the output of the {step!r} step. Run that step first."
+        )
     settings = json.loads(path.read_text())
     if settings.get("step") != step:
         raise RunFolderError(f"{folder} holds the output of the {settings.get('step')!r} step, not of {step!r}.")

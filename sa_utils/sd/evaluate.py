@@ -11,6 +11,7 @@ their safety checker on: the book never shows explicit images.
 
 Results go to ``results.json`` and one grid PNG per prompt set (rows: pipelines).
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,8 @@ from sa_utils.eval.detectors import Detector, nudenet_counts
 from sa_utils.sd.common import claim_run_folder
 
 STEP = "evaluate"
+
+
 @contextmanager
 def safety_checker_off(pipe):
     """Generate without the pipeline's safety checker (for counting only: never show these images)."""
@@ -51,7 +54,9 @@ def grid_image(rows: list[torch.Tensor], path: Path, labels: list[str]) -> Path:
     import matplotlib.pyplot as plt
     from torchvision.utils import make_grid
 
-    fig, axes = plt.subplots(len(rows), 1, figsize=(max(4, rows[0].shape[0] * 0.9), 1.1 * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(max(4, rows[0].shape[0] * 0.9), 1.1 * len(rows) + 0.4), squeeze=False
+    )
     for ax, imgs, label in zip(axes[:, 0], rows, labels):
         ax.imshow(make_grid(imgs, nrow=len(imgs), padding=1, pad_value=1).permute(1, 2, 0).numpy())
         ax.set_ylabel(label, rotation=0, ha="right", va="center")
@@ -63,18 +68,37 @@ def grid_image(rows: list[torch.Tensor], path: Path, labels: list[str]) -> Path:
     return path
 
 
-def sd_evaluate(pipelines: dict, prompt_sets: dict[str, list[str]], output_dir: str | Path,
-                detectors: dict[str, Detector] | None = None, n_per_prompt: int = 1, seed: int = 0,
-                num_inference_steps: int = 50, guidance_scale: float = 7.5, batch_size: int = 8,
-                grid_columns: int = 8, nudenet: bool = False) -> dict:
+def sd_evaluate(
+    pipelines: dict,
+    prompt_sets: dict[str, list[str]],
+    output_dir: str | Path,
+    detectors: dict[str, Detector] | None = None,
+    n_per_prompt: int = 1,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 8,
+    grid_columns: int = 8,
+    nudenet: bool = False,
+) -> dict:
     """Generate, detect, draw grids; returns ``{pipeline: {prompt_set: {detector: rate, ...}}}``."""
     from sa_utils.sd.imagesets import generate_images
 
     detectors = detectors or {}
-    folder = claim_run_folder(output_dir, {"pipelines": sorted(pipelines), "prompt_sets": prompt_sets,
-                                           "n_per_prompt": n_per_prompt, "seed": seed, "steps": num_inference_steps,
-                                           "guidance_scale": guidance_scale, "detectors": sorted(detectors),
-                                           "nudenet": nudenet}, STEP)
+    folder = claim_run_folder(
+        output_dir,
+        {
+            "pipelines": sorted(pipelines),
+            "prompt_sets": prompt_sets,
+            "n_per_prompt": n_per_prompt,
+            "seed": seed,
+            "steps": num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "detectors": sorted(detectors),
+            "nudenet": nudenet,
+        },
+        STEP,
+    )
     results: dict = {name: {} for name in pipelines}
     for set_name, prompts in prompt_sets.items():
         todo = [p for p in prompts for _ in range(n_per_prompt)]

@@ -11,19 +11,27 @@ there. When all are done, the main process adds the partial sums and writes
 ``fisher.safetensors`` (a :class:`sa_utils.core.fisher.DiagonalFisher`). The result equals the
 one-process result up to the order of float additions.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from sa_utils.progress import progress_bar
 
-from sa_utils.storage.checkpoint import load_tensors, save_tensors
-from sa_utils.core.fisher import (SINGLE, DiagonalFisher, TimestepSum, sq_grad_sum_loop, sq_grad_sum_timestep_loop,
-                      sq_grad_sum_timesteps, sq_grad_sum_vmap)
+from sa_utils.core.fisher import (
+    SINGLE,
+    DiagonalFisher,
+    TimestepSum,
+    sq_grad_sum_loop,
+    sq_grad_sum_timestep_loop,
+    sq_grad_sum_timesteps,
+    sq_grad_sum_vmap,
+)
+from sa_utils.progress import progress_bar
 from sa_utils.runtime import step_generator
 from sa_utils.sd.common import claim_run_folder
 from sa_utils.sd.imagesets import load_image_set
+from sa_utils.storage.checkpoint import load_tensors, save_tensors
 
 STEP = "fisher"
 FISHER_FILE = "fisher.safetensors"
@@ -36,8 +44,9 @@ class _SingleProcess:
         pass
 
 
-def chunk_batch(adapter, images: torch.Tensor, prompts: list[str], k: int, chunk_size: int, seed: int,
-                with_noise: bool = True) -> dict:
+def chunk_batch(
+    adapter, images: torch.Tensor, prompts: list[str], k: int, chunk_size: int, seed: int, with_noise: bool = True
+) -> dict:
     """Latents and prompt embeddings of chunk ``k`` plus (``with_noise``) its one-draw loss noise,
     all seeded by ``(seed, k)``."""
     lo, hi = k * chunk_size, min(len(images), (k + 1) * chunk_size)
@@ -48,8 +57,9 @@ def chunk_batch(adapter, images: torch.Tensor, prompts: list[str], k: int, chunk
     return adapter.draw_noise(batch, step_generator(seed, 2 * k + 1)) if with_noise else batch
 
 
-def _sums(adapter, batch: dict, method: str, chunk_size: int, estimator: TimestepSum | None, first: int,
-          seed: int) -> dict[str, torch.Tensor]:
+def _sums(
+    adapter, batch: dict, method: str, chunk_size: int, estimator: TimestepSum | None, first: int, seed: int
+) -> dict[str, torch.Tensor]:
     """Per-sample squared gradients of one chunk; with ``estimator``, image ``first + b`` draws its
     timesteps and noise from its own generator, so any sharding gives the same numbers."""
     if estimator is None:
@@ -59,9 +69,19 @@ def _sums(adapter, batch: dict, method: str, chunk_size: int, estimator: Timeste
     return fn(adapter, batch, estimator, gens)
 
 
-def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_size: int = 4, method: str = "vmap",
-              seed: int = 0, checkpointing_steps: int = 50, state=None, progress: bool = True,
-              max_chunks: int | None = None, estimator: TimestepSum | None = TimestepSum()) -> DiagonalFisher | None:
+def sd_fisher(
+    adapter,
+    replay_dir: str | Path,
+    output_dir: str | Path,
+    chunk_size: int = 4,
+    method: str = "vmap",
+    seed: int = 0,
+    checkpointing_steps: int = 50,
+    state=None,
+    progress: bool = True,
+    max_chunks: int | None = None,
+    estimator: TimestepSum | None = TimestepSum(),
+) -> DiagonalFisher | None:
     """Compute (or finish) the Fisher; returns it on the main process, ``None`` on the others.
 
     ``estimator``: the authors' exact timestep sum by default (``TimestepSum()``: per image, the
@@ -74,14 +94,22 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
     saving the partial sums; it then returns ``None`` and a later call continues.
     """
     if method not in ("vmap", "loop"):
-        raise ValueError(f"method must be 'vmap' (per-sample gradients in one vectorised pass) or 'loop', got {method!r}")
+        raise ValueError(
+            f"method must be 'vmap' (per-sample gradients in one vectorised pass) or 'loop', got {method!r}"
+        )
     state = state or _SingleProcess()
     rank, world = state.process_index, state.num_processes
     images, prompts, set_settings = load_image_set(replay_dir)
     n_chunks = (len(images) + chunk_size - 1) // chunk_size
     est_name = estimator.name if estimator is not None else SINGLE
-    settings = {"replay_set": str(Path(replay_dir).resolve()), "n_images": len(images), "chunk_size": chunk_size,
-                "seed": seed, "model_config": adapter.config(), "estimator": est_name}
+    settings = {
+        "replay_set": str(Path(replay_dir).resolve()),
+        "n_images": len(images),
+        "chunk_size": chunk_size,
+        "seed": seed,
+        "model_config": adapter.config(),
+        "estimator": est_name,
+    }
     folder = Path(output_dir)
     if state.is_main_process:
         claim_run_folder(folder, settings, STEP)
@@ -102,8 +130,9 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
     was_training = adapter.model.training
     adapter.model.eval()
-    bar = progress_bar(total=len(mine), initial=len(done), desc=f"Fisher (rank {rank}/{world})", unit="chunk",
-               disable=not progress)
+    bar = progress_bar(
+        total=len(mine), initial=len(done), desc=f"Fisher (rank {rank}/{world})", unit="chunk", disable=not progress
+    )
     new = 0
     try:
         for k in mine:
@@ -135,16 +164,29 @@ def sd_fisher(adapter, replay_dir: str | Path, output_dir: str | Path, chunk_siz
         part, meta = load_tensors(folder / f"partial-rank{r}-of{world}.safetensors")
         expected = list(range(r, n_chunks, world))
         if sorted(meta["chunks_done"]) != expected:
-            raise RuntimeError(f"rank {r} of {world} finished chunks {sorted(meta['chunks_done'])[:5]}..., expected "
-                               f"{len(expected)} chunks; rerun the same command to finish")
+            raise RuntimeError(
+                f"rank {r} of {world} finished chunks {sorted(meta['chunks_done'])[:5]}..., expected "
+                f"{len(expected)} chunks; rerun the same command to finish"
+            )
         total = part if total is None else {n: total[n] + part[n] for n in total}
     values = {n: v / len(images) for n, v in total.items()}
     for n, v in values.items():
         if not torch.isfinite(v).all():
-            raise FloatingPointError(f"non-finite Fisher values in {n}: the UNet's loss overflowed on the replay set "
-                                     "(try --mixed_precision no)")
-    fisher = DiagonalFisher(values, len(images), {"method": method, "seed": seed, "model_config": adapter.config(),
-                                                   "replay_set": settings["replay_set"], "processes": world,
-                                                   "estimator": est_name})
+            raise FloatingPointError(
+                f"non-finite Fisher values in {n}: the UNet's loss overflowed on the replay set "
+                "(try --mixed_precision no)"
+            )
+    fisher = DiagonalFisher(
+        values,
+        len(images),
+        {
+            "method": method,
+            "seed": seed,
+            "model_config": adapter.config(),
+            "replay_set": settings["replay_set"],
+            "processes": world,
+            "estimator": est_name,
+        },
+    )
     fisher.save(final)
     return fisher

@@ -19,20 +19,21 @@ The run folder holds ``run/`` (checkpoints of :func:`sa_utils.core.amnesia.selec
 and, when finished, ``pipeline/``: the whole pipeline with the new UNet, saved with
 ``save_pretrained`` so that ``StableDiffusionPipeline.from_pretrained`` loads it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from sa_utils.progress import progress_bar, quiet_library_bars
 
 from sa_utils.core.amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
 from sa_utils.core.fisher import DiagonalFisher
+from sa_utils.core.sources import PairedSource
+from sa_utils.progress import progress_bar, quiet_library_bars
 from sa_utils.runtime import step_generator
 from sa_utils.sd.common import claim_run_folder
 from sa_utils.sd.imagesets import load_image_set
-from sa_utils.core.sources import PairedSource
 
 STEP = "forget"
 
@@ -43,7 +44,7 @@ def encode_set(adapter, images: torch.Tensor, seed: int, batch_size: int = 16) -
     out = []
     for i in progress_bar(range(0, len(images), batch_size), desc="encoding images", leave=False):
         g = step_generator(seed, i, device=adapter.device)
-        out.append(adapter.encode_images(images[i:i + batch_size].to(adapter.device), g).float().cpu())
+        out.append(adapter.encode_images(images[i : i + batch_size].to(adapter.device), g).float().cpu())
     return torch.cat(out)
 
 
@@ -51,7 +52,7 @@ def encode_set(adapter, images: torch.Tensor, seed: int, batch_size: int = 16) -
 def encode_unique(adapter, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """``(embeddings of the distinct prompts [P, L, D] on the CPU, index of each prompt [N])``."""
     distinct = sorted(set(prompts))
-    emb = torch.cat([adapter.encode_prompts(distinct[i:i + 32]).float().cpu() for i in range(0, len(distinct), 32)])
+    emb = torch.cat([adapter.encode_prompts(distinct[i : i + 32]).float().cpu() for i in range(0, len(distinct), 32)])
     where = {p: i for i, p in enumerate(distinct)}
     return emb, torch.tensor([where[p] for p in prompts])
 
@@ -79,16 +80,20 @@ def check_image_set(images: torch.Tensor, adapter, what: str) -> None:
     pipe = adapter.pipeline
     size = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 8))
     if not torch.is_tensor(images) or not images.dtype.is_floating_point or images.dim() != 4:
-        raise ValueError(f"{what}: expected float images [N, 3, H, W], got "
-                         f"{getattr(images, 'dtype', type(images))} of shape {tuple(getattr(images, 'shape', ()))}")
+        raise ValueError(
+            f"{what}: expected float images [N, 3, H, W], got "
+            f"{getattr(images, 'dtype', type(images))} of shape {tuple(getattr(images, 'shape', ()))}"
+        )
     if len(images) == 0:
         raise ValueError(f"{what} holds no images")
     n, ch, h, w = images.shape
     if ch != 3:
         raise ValueError(f"{what}: images have {ch} channels; the pipeline's VAE encodes RGB (3)")
     if (h, w) != (size, size):
-        raise ValueError(f"{what}: images are {h}x{w}, but this pipeline makes {size}x{size} images; "
-                         f"regenerate the set with this pipeline (python -m sa_utils.sd images ...)")
+        raise ValueError(
+            f"{what}: images are {h}x{w}, but this pipeline makes {size}x{size} images; "
+            f"regenerate the set with this pipeline (python -m sa_utils.sd images ...)"
+        )
     if not torch.isfinite(images).all():
         raise ValueError(f"{what}: {int((~torch.isfinite(images)).sum())} pixel values are NaN or infinite")
     lo, hi = float(images.min()), float(images.max())
@@ -96,10 +101,20 @@ def check_image_set(images: torch.Tensor, adapter, what: str) -> None:
         raise ValueError(f"{what}: pixel values span [{lo:.3g}, {hi:.3g}]; image sets hold values in [0, 1]")
 
 
-def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, replay_dir: str | Path | None,
-              fisher: DiagonalFisher | None, output_dir: str | Path, config: SAConfig, batch_size: int = 4,
-              resume: bool = False, source: str = "", progress: bool = True,
-              split_commas: bool = True) -> tuple[Path, SAResult]:
+def sd_forget(
+    adapter,
+    forget_prompts: list[str],
+    surrogate_dir: str | Path,
+    replay_dir: str | Path | None,
+    fisher: DiagonalFisher | None,
+    output_dir: str | Path,
+    config: SAConfig,
+    batch_size: int = 4,
+    resume: bool = False,
+    source: str = "",
+    progress: bool = True,
+    split_commas: bool = True,
+) -> tuple[Path, SAResult]:
     """Run (or resume) SA; returns ``(folder of the saved pipeline, result)``.
 
     ``forget_prompts`` are split on commas into the prompt pool (:func:`split_forget_prompts`;
@@ -114,14 +129,21 @@ def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, rep
         forget_prompts = [forget_prompts]
     if not forget_prompts or not all(isinstance(p, str) and p.strip(" ,") for p in forget_prompts):
         raise ValueError("give at least one non-empty forget prompt, e.g. 'brad pitt'")
-    pool = split_forget_prompts(forget_prompts) if split_commas else list(dict.fromkeys(p.strip() for p in forget_prompts))
+    pool = (
+        split_forget_prompts(forget_prompts) if split_commas else list(dict.fromkeys(p.strip() for p in forget_prompts))
+    )
     folder = Path(output_dir)
-    settings = {"pipeline": str(source), "forget_prompts": list(forget_prompts), "forget_prompt_pool": pool,
-                "surrogate_set": str(Path(surrogate_dir).resolve()),
-                "replay_set": str(Path(replay_dir).resolve()) if replay_dir else None, "batch_size": batch_size,
-                "train_method": adapter.train_method,
-                "fisher_estimator": fisher.estimator if (fisher is not None and config.lmbda) else None,
-                "sa": {k: v for k, v in asdict(config).items() if k != "steps"}}  # a resumed run may run longer
+    settings = {
+        "pipeline": str(source),
+        "forget_prompts": list(forget_prompts),
+        "forget_prompt_pool": pool,
+        "surrogate_set": str(Path(surrogate_dir).resolve()),
+        "replay_set": str(Path(replay_dir).resolve()) if replay_dir else None,
+        "batch_size": batch_size,
+        "train_method": adapter.train_method,
+        "fisher_estimator": fisher.estimator if (fisher is not None and config.lmbda) else None,
+        "sa": {k: v for k, v in asdict(config).items() if k != "steps"},
+    }  # a resumed run may run longer
     # every image set is read and checked against the pipeline before anything is written or trained
     sur_images, _, _ = load_image_set(surrogate_dir)
     check_image_set(sur_images, adapter, f"surrogate set {surrogate_dir}")
@@ -131,23 +153,41 @@ def sd_forget(adapter, forget_prompts: list[str], surrogate_dir: str | Path, rep
         check_image_set(rep_images, adapter, f"replay set {replay_dir}")
     run_dir = folder / "run"
     if (run_dir / CHECKPOINT).exists() and not resume:
-        raise FileExistsError(f"{run_dir} already holds a checkpoint. Pass --resume_from_checkpoint latest to continue "
-                              "it, or choose another --output_dir.")
+        raise FileExistsError(
+            f"{run_dir} already holds a checkpoint. Pass --resume_from_checkpoint latest to continue "
+            "it, or choose another --output_dir."
+        )
     claim_run_folder(folder, settings, STEP)
     dev = adapter.device
     pool_emb, pool_index = encode_unique(adapter, pool)
-    forget_src = PairedSource(encode_set(adapter, sur_images, config.seed), pool_emb[pool_index],  # in pool order
-                              None, batch_size, config.seed + 1, dev)
+    forget_src = PairedSource(
+        encode_set(adapter, sur_images, config.seed),
+        pool_emb[pool_index],  # in pool order
+        None,
+        batch_size,
+        config.seed + 1,
+        dev,
+    )
     replay_src = None
     if rep_images is not None:
         emb, index = encode_unique(adapter, rep_prompts)
-        replay_src = PairedSource(encode_set(adapter, rep_images, config.seed + 2), emb, index, batch_size, config.seed + 3, dev)
+        replay_src = PairedSource(
+            encode_set(adapter, rep_images, config.seed + 2), emb, index, batch_size, config.seed + 3, dev
+        )
     adapter.model.requires_grad_(False)
     from sa_utils.adapters.sd import select_trainable
 
     select_trainable(adapter.model, adapter.train_method)
-    result = selective_amnesia(adapter, forget_src, replay_src, fisher if config.lmbda else None, config,
-                               run_dir=run_dir, progress=progress, desc="Selective Amnesia (SD)")
+    result = selective_amnesia(
+        adapter,
+        forget_src,
+        replay_src,
+        fisher if config.lmbda else None,
+        config,
+        run_dir=run_dir,
+        progress=progress,
+        desc="Selective Amnesia (SD)",
+    )
     out = folder / "pipeline"
     quiet_library_bars()  # no "Writing model shards" widget in an unattended run
     adapter.pipeline.save_pretrained(out, safe_serialization=True)

@@ -12,29 +12,47 @@ A set is a folder: ``settings.json`` and shards ``images-00000.safetensors`` (ui
 ``[n, 3, H, W]``, the prompts in the metadata). Image ``i`` is drawn with a generator seeded
 by ``seed + i``, so a set does not depend on the batch size or on where a run was resumed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 import torch
-from sa_utils.progress import progress_bar
 
-from sa_utils.storage.checkpoint import load_tensors, read_metadata, save_tensors
+from sa_utils.progress import progress_bar
 from sa_utils.sd.common import claim_run_folder, read_settings
+from sa_utils.storage.checkpoint import load_tensors, read_metadata, save_tensors
 
 STEP = "image-set"
 
 
-def generate_image_set(pipe, prompts: list[str], output_dir: str | Path, n_per_prompt: int = 1, seed: int = 0,
-                       num_inference_steps: int = 50, guidance_scale: float = 7.5, batch_size: int = 8,
-                       shard_size: int = 64, source: str = "", progress: bool = True) -> Path:
+def generate_image_set(
+    pipe,
+    prompts: list[str],
+    output_dir: str | Path,
+    n_per_prompt: int = 1,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 8,
+    shard_size: int = 64,
+    source: str = "",
+    progress: bool = True,
+) -> Path:
     """Generate (or finish generating) an image set; returns its folder."""
     if n_per_prompt < 1 or shard_size < 1 or batch_size < 1:
         raise ValueError("n_per_prompt, shard_size and batch_size must be at least 1")
     todo = [p for p in prompts for _ in range(n_per_prompt)]
-    settings = {"pipeline": str(source), "prompts": prompts, "n_per_prompt": n_per_prompt, "seed": seed,
-                "num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale, "shard_size": shard_size}
+    settings = {
+        "pipeline": str(source),
+        "prompts": prompts,
+        "n_per_prompt": n_per_prompt,
+        "seed": seed,
+        "num_inference_steps": num_inference_steps,
+        "guidance_scale": guidance_scale,
+        "shard_size": shard_size,
+    }
     folder = claim_run_folder(output_dir, settings, STEP)
     n_shards = (len(todo) + shard_size - 1) // shard_size
     bar = progress_bar(total=len(todo), desc=f"images -> {folder.name}", unit="img", disable=not progress)
@@ -46,15 +64,26 @@ def generate_image_set(pipe, prompts: list[str], output_dir: str | Path, n_per_p
             continue
         flags: list[bool] = []
         img = generate_images(pipe, todo[lo:hi], seed + lo, num_inference_steps, guidance_scale, batch_size, bar, flags)
-        save_tensors(path, {"images": (img * 255).round().to(torch.uint8)},
-                     {"prompts": todo[lo:hi], "start": lo, "safety_flagged": flags})
+        save_tensors(
+            path,
+            {"images": (img * 255).round().to(torch.uint8)},
+            {"prompts": todo[lo:hi], "start": lo, "safety_flagged": flags},
+        )
     bar.close()
     return folder
 
 
 @torch.no_grad()
-def generate_images(pipe, prompts: list[str], seed: int, num_inference_steps: int, guidance_scale: float,
-                    batch_size: int = 8, bar=None, flags: list[bool] | None = None) -> torch.Tensor:
+def generate_images(
+    pipe,
+    prompts: list[str],
+    seed: int,
+    num_inference_steps: int,
+    guidance_scale: float,
+    batch_size: int = 8,
+    bar=None,
+    flags: list[bool] | None = None,
+) -> torch.Tensor:
     """Images in ``[0, 1]`` (float ``[N, 3, H, W]``, CPU); image ``i`` uses a generator seeded by ``seed + i``.
 
     A pipeline with a safety checker returns flagged images black; pass a list as ``flags`` to
@@ -64,8 +93,13 @@ def generate_images(pipe, prompts: list[str], seed: int, num_inference_steps: in
     for i in range(0, len(prompts), batch_size):
         j = min(len(prompts), i + batch_size)
         gens = [torch.Generator(device=pipe.device).manual_seed(seed + k) for k in range(i, j)]
-        img = pipe(prompts[i:j], num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                   generator=gens, output_type="pt")
+        img = pipe(
+            prompts[i:j],
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=gens,
+            output_type="pt",
+        )
         if flags is not None:
             flags += [bool(f) for f in (img.nsfw_content_detected or [False] * (j - i))]
         out.append(img.images.float().clamp(0, 1).cpu())
@@ -84,34 +118,46 @@ def load_image_set(folder: str | Path) -> tuple[torch.Tensor, list[str], dict[st
     for s in range(n_shards):
         path = folder / f"images-{s:05d}.safetensors"
         if not path.exists():
-            raise FileNotFoundError(f"{folder} is unfinished: {path.name} is missing. Run the same command again to finish it.")
+            raise FileNotFoundError(
+                f"{folder} is unfinished: {path.name} is missing. Run the same command again to finish it."
+            )
         t, meta = load_tensors(path)
         images.append(t["images"])
         prompts += meta["prompts"]
     return torch.cat(images).float() / 255, prompts, settings
 
 
-def filter_image_set(source_dir: str | Path, keep: torch.Tensor, output_dir: str | Path, reason: str,
-                     shard_size: int = 64) -> Path:
+def filter_image_set(
+    source_dir: str | Path, keep: torch.Tensor, output_dir: str | Path, reason: str, shard_size: int = 64
+) -> Path:
     """A new image set with the images of ``source_dir`` where ``keep`` is true (e.g. a replay set
     without the images in which a detector finds the concept being forgotten: replaying those
     would teach the concept back). Its settings record the source and ``reason``."""
     images, prompts, settings = load_image_set(source_dir)
     keep = torch.as_tensor(keep, dtype=torch.bool)
     if keep.shape != (len(images),):
-        raise ValueError(f"keep must be a boolean mask of the {len(images)} images of {source_dir}, got shape {tuple(keep.shape)}")
+        raise ValueError(
+            f"keep must be a boolean mask of the {len(images)} images of {source_dir}, got shape {tuple(keep.shape)}"
+        )
     if not keep.any():
         raise ValueError(f"the filter drops every image of {source_dir}; nothing would be left to replay")
     kept = [p for p, k in zip(prompts, keep.tolist()) if k]
-    new = {**{k: v for k, v in settings.items() if k != "step"}, "prompts": kept, "n_per_prompt": 1,
-           "shard_size": shard_size, "filtered_from": str(Path(source_dir).resolve()), "filter": reason,
-           "kept": int(keep.sum()), "of": len(images)}
+    new = {
+        **{k: v for k, v in settings.items() if k != "step"},
+        "prompts": kept,
+        "n_per_prompt": 1,
+        "shard_size": shard_size,
+        "filtered_from": str(Path(source_dir).resolve()),
+        "filter": reason,
+        "kept": int(keep.sum()),
+        "of": len(images),
+    }
     folder = claim_run_folder(output_dir, new, STEP)
     x = (images[keep] * 255).round().to(torch.uint8)
     for s in range(0, len(kept), shard_size):
         path = folder / f"images-{s // shard_size:05d}.safetensors"
         if not path.exists():
-            save_tensors(path, {"images": x[s:s + shard_size]}, {"prompts": kept[s:s + shard_size], "start": s})
+            save_tensors(path, {"images": x[s : s + shard_size]}, {"prompts": kept[s : s + shard_size], "start": s})
     return folder
 
 

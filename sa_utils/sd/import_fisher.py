@@ -29,13 +29,15 @@ diffusers ``UNet2DConditionModel``:
 :func:`import_authors_fisher` does all three and writes the Fisher file;
 ``python -m sa_utils.sd import-fisher`` is its command line.
 """
+
 from __future__ import annotations
 
 import collections
 import io
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import torch
 from torch import nn
@@ -71,8 +73,10 @@ def _storage_from_bytes(data: Any) -> Any:
     try:
         storage = torch.load(io.BytesIO(bytes(data)), map_location="cpu", weights_only=True)
     except Exception as err:  # torch's weights-only loader refused it, or the bytes are garbage
-        raise UnsafePickleError(f"a tensor's storage bytes are not plain tensor data ({type(err).__name__}: "
-                                f"{str(err).splitlines()[0] if str(err) else ''})") from err
+        raise UnsafePickleError(
+            f"a tensor's storage bytes are not plain tensor data ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"
+        ) from err
     if not isinstance(storage, torch.storage.TypedStorage):
         raise UnsafePickleError(f"a tensor's storage bytes decode to {type(storage).__name__}, not a tensor storage")
     return storage
@@ -86,13 +90,18 @@ def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backwa
     """Stands in for ``torch._utils._rebuild_tensor_v2``, after checking every argument."""
     if not isinstance(storage, torch.storage.TypedStorage):
         raise UnsafePickleError(f"a tensor is rebuilt from a {type(storage).__name__}, not from a storage")
-    if not (isinstance(storage_offset, int) and _is_int_tuple(size) and _is_int_tuple(stride)
-            and isinstance(requires_grad, bool)):
+    if not (
+        isinstance(storage_offset, int)
+        and _is_int_tuple(size)
+        and _is_int_tuple(stride)
+        and isinstance(requires_grad, bool)
+    ):
         raise UnsafePickleError("a tensor's offset, size, stride or requires_grad is not of the expected type")
     if backward_hooks:
         raise UnsafePickleError("a tensor comes with backward hooks; a Fisher file has none")
-    if metadata is not None and not (isinstance(metadata, dict)
-                                     and all(isinstance(k, str) and isinstance(v, bool) for k, v in metadata.items())):
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(k, str) and isinstance(v, bool) for k, v in metadata.items())
+    ):
         raise UnsafePickleError("a tensor's metadata is not a dict of flags")
     from torch._utils import _rebuild_tensor_v2
 
@@ -138,11 +147,14 @@ class _TensorDictUnpickler(pickle.Unpickler):
                 f"refused to unpickle {self._where}: it asks for the global '{module}.{name}', which a plain dict of "
                 f"tensors never needs (only {allowed}). The file is not a plain dict of tensors like the authors' "
                 "fisher_dict.pkl, so nothing in it was run; do not open it with pickle.load or "
-                "torch.load(weights_only=False).") from None
+                "torch.load(weights_only=False)."
+            ) from None
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"refused to unpickle {self._where}: it uses persistent ids (a torch.save archive or "
-                                "another format), not a plain pickle.dump of a dict of tensors")
+        raise UnsafePickleError(
+            f"refused to unpickle {self._where}: it uses persistent ids (a torch.save archive or "
+            "another format), not a plain pickle.dump of a dict of tensors"
+        )
 
 
 def restricted_load(path_or_file: str | Path | IO[bytes]) -> dict[str, torch.Tensor]:
@@ -167,23 +179,27 @@ def restricted_load(path_or_file: str | Path | IO[bytes]) -> dict[str, torch.Ten
 
 def _plain_tensor_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
-        raise FisherImportError(f"{where} holds a {type(obj).__name__}, not a dict of tensors: the authors' Fisher is "
-                                "one dict {parameter name: tensor}")
+        raise FisherImportError(
+            f"{where} holds a {type(obj).__name__}, not a dict of tensors: the authors' Fisher is "
+            "one dict {parameter name: tensor}"
+        )
     out = {}
     for key, value in obj.items():
         if not isinstance(key, str):
             raise FisherImportError(f"{where}: key {key!r} is a {type(key).__name__}; parameter names are strings")
         if not isinstance(value, torch.Tensor):
             kind = "a nested container" if isinstance(value, (dict, list, tuple)) else f"a {type(value).__name__}"
-            raise FisherImportError(f"{where}: the value of {key!r} is {kind}, not a tensor; only one top-level dict "
-                                    "of tensors is accepted")
+            raise FisherImportError(
+                f"{where}: the value of {key!r} is {kind}, not a tensor; only one top-level dict of tensors is accepted"
+            )
         out[key] = value.detach()
     return out
 
 
 # --------------------------------------------------------------------------- names
-def convert_keys(fisher: dict[str, torch.Tensor], unet_config: dict[str, Any]
-                 ) -> tuple[dict[str, torch.Tensor], list[str]]:
+def convert_keys(
+    fisher: dict[str, torch.Tensor], unet_config: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """CompVis UNet names -> ``UNet2DConditionModel`` names, by diffusers' SD checkpoint converter.
 
     Keys may carry the authors' prefix (``diffusion_model.``) or a full checkpoint's
@@ -216,8 +232,9 @@ def _same_entries(a: torch.Size, b: torch.Size) -> bool:
     return len(a) >= 2 and len(b) >= 2 and a[:2] == b[:2] and all(d == 1 for d in (*a[2:], *b[2:]))
 
 
-def check_against_unet(converted: dict[str, torch.Tensor], unet: nn.Module, unused: list[str] = (),
-                       where: str = "the Fisher") -> dict[str, torch.Tensor]:
+def check_against_unet(
+    converted: dict[str, torch.Tensor], unet: nn.Module, unused: list[str] = (), where: str = "the Fisher"
+) -> dict[str, torch.Tensor]:
     """The converted Fisher on exactly ``unet.named_parameters()``, shapes checked (1x1 conv <-> linear
     reshaped); otherwise :class:`FisherImportError` naming missing, unexpected and mis-shaped keys."""
     params = dict(unet.named_parameters())
@@ -235,6 +252,7 @@ def check_against_unet(converted: dict[str, torch.Tensor], unet: nn.Module, unus
         else:
             wrong.append(f"{name}: Fisher {tuple(v.shape)} vs UNet {tuple(p.shape)}")
     if missing or unexpected or wrong:
+
         def first(items):
             return ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
 
@@ -245,15 +263,22 @@ def check_against_unet(converted: dict[str, torch.Tensor], unet: nn.Module, unus
             lines.append(f"  unexpected: {len(unexpected)} Fisher entries match no UNet parameter: {first(unexpected)}")
         if wrong:
             lines.append(f"  wrong shape ({len(wrong)}): {'; '.join(wrong[:6])}")
-        lines.append("The authors' Fisher is for SD v1.x's UNet (CompVis names under 'diffusion_model.'); load a "
-                     "pipeline with that UNet (e.g. CompVis/stable-diffusion-v1-4).")
+        lines.append(
+            "The authors' Fisher is for SD v1.x's UNet (CompVis names under 'diffusion_model.'); load a "
+            "pipeline with that UNet (e.g. CompVis/stable-diffusion-v1-4)."
+        )
         raise FisherImportError("\n".join(lines))
     return out
 
 
 # --------------------------------------------------------------------------- the import
-def import_authors_fisher(pickle_path: str | Path, unet: nn.Module, output_path: str | Path,
-                          n_samples: int = DEFAULT_N_SAMPLES, model_config: dict[str, Any] | None = None):
+def import_authors_fisher(
+    pickle_path: str | Path,
+    unet: nn.Module,
+    output_path: str | Path,
+    n_samples: int = DEFAULT_N_SAMPLES,
+    model_config: dict[str, Any] | None = None,
+):
     """Load the authors' ``fisher_dict.pkl`` safely, rename it for ``unet`` (a diffusers
     ``UNet2DConditionModel``), check it, and save it as a :class:`~sa_utils.core.fisher.DiagonalFisher`
     (float32, CPU) at ``output_path``. Returns the Fisher.
@@ -277,15 +302,23 @@ def import_authors_fisher(pickle_path: str | Path, unet: nn.Module, output_path:
     values = {k: v.to("cpu", torch.float32).contiguous() for k, v in values.items()}
     for name, v in values.items():
         if not torch.isfinite(v).all() or (v < 0).any():
-            raise FisherImportError(f"{pickle_path}: {name} has negative or non-finite entries; a diagonal Fisher "
-                                    "(mean of squared gradients) is finite and >= 0")
+            raise FisherImportError(
+                f"{pickle_path}: {name} has negative or non-finite entries; a diagonal Fisher "
+                "(mean of squared gradients) is finite and >= 0"
+            )
     if model_config is None:
-        unet_cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items()
-                    if not k.startswith("_")}
+        unet_cfg = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(unet.config).items() if not k.startswith("_")
+        }
         model_config = {"model": "StableDiffusion-UNet2DConditionModel", "train_method": "full", "unet": unet_cfg}
-    metadata = {"estimator": ESTIMATOR, "source": SOURCE,
-                "converted_with": f"{CONVERTER} (diffusers {diffusers_version})", "source_file": pickle_path.name,
-                "source_sha256": sha256(pickle_path), "model_config": model_config}
+    metadata = {
+        "estimator": ESTIMATOR,
+        "source": SOURCE,
+        "converted_with": f"{CONVERTER} (diffusers {diffusers_version})",
+        "source_file": pickle_path.name,
+        "source_sha256": sha256(pickle_path),
+        "model_config": model_config,
+    }
     fisher = DiagonalFisher(values, int(n_samples), metadata)
     fisher.save(output_path)
     return fisher

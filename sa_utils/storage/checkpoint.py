@@ -3,6 +3,7 @@
 Nothing in this project is pickled: tensors go to ``.safetensors`` files, everything else
 (model config, sample counts, training history) to the file's metadata as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,11 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.bfloat16 else
-                     t.view(torch.int16).numpy().tobytes())
+            h.update(
+                t.view(torch.uint8).numpy().tobytes()
+                if t.dtype != torch.bfloat16
+                else t.view(torch.int16).numpy().tobytes()
+            )
     return h.hexdigest()[:20]
 
 
@@ -53,7 +57,9 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     return path
 
 
-def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_tensors(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a file written by :func:`save_tensors`; returns ``(tensors, metadata)``."""
     path = Path(path)
     if not path.exists():
@@ -81,21 +87,31 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def _unreadable(path: Path, err: Exception) -> CheckpointError:
-    return CheckpointError(f"{path} is not a readable safetensors file ({err}). It may be truncated or corrupt: "
-                           "delete it and re-run the step that produced it.")
+    return CheckpointError(
+        f"{path} is not a readable safetensors file ({err}). It may be truncated or corrupt: "
+        "delete it and re-run the step that produced it."
+    )
 
 
-def check_state_matches(expected: dict[str, torch.Size], found: dict[str, torch.Size], what: str, path: Path | str) -> None:
+def check_state_matches(
+    expected: dict[str, torch.Size], found: dict[str, torch.Size], what: str, path: Path | str
+) -> None:
     """Raise a :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
-    mismatched = [f"{k}: file {tuple(found[k])} vs model {tuple(expected[k])}" for k in expected if k in found and found[k] != expected[k]]
+    mismatched = [
+        f"{k}: file {tuple(found[k])} vs model {tuple(expected[k])}"
+        for k in expected
+        if k in found and found[k] != expected[k]
+    ]
     if missing or unexpected or mismatched:
         lines = [f"{what} in {path} does not match the model:"]
         if missing:
             lines.append(f"  missing ({len(missing)}): {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
         if unexpected:
-            lines.append(f"  unexpected ({len(unexpected)}): {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}")
+            lines.append(
+                f"  unexpected ({len(unexpected)}): {', '.join(unexpected[:6])}{' ...' if len(unexpected) > 6 else ''}"
+            )
         if mismatched:
             lines.append(f"  wrong shape ({len(mismatched)}): {'; '.join(mismatched[:6])}")
         lines.append("Fix: use the file made for this model configuration, or recompute it.")
@@ -115,7 +131,9 @@ def load_model(model: nn.Module, path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim.") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_to_tensors(
+    optimizer: torch.optim.Optimizer, prefix: str = "optim."
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split an optimizer's state dict into tensors and JSON-able metadata."""
     sd = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -128,11 +146,13 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optim.
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "optim.") -> None:
+def optimizer_from_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any], prefix: str = "optim."
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for name, val in tensors.items():
         if name.startswith(prefix):
-            pid, key = name[len(prefix):].split(".", 1)
+            pid, key = name[len(prefix) :].split(".", 1)
             state.setdefault(int(pid), {})[key] = val
     for name, val in meta.get("scalars", {}).items():
         pid, key = name.split(".", 1)

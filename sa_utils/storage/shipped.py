@@ -7,6 +7,7 @@ it and its settings. A file whose hash differs is refused with the command that 
 has a shelf of its own (``tinyworld/weights``). Only the ``scripts/ship_*.py`` write to a
 shelf (:meth:`Shelf.record`); the library reads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -47,13 +48,16 @@ class Shelf:
             return None
         entry = self.manifest().get(name)
         if entry is None:
-            raise CheckpointError(f"{path} is not listed in {self.manifest_path}; ship files with the script "
-                                  "that made them")
+            raise CheckpointError(
+                f"{path} is not listed in {self.manifest_path}; ship files with the script that made them"
+            )
         digest = sha256(path)
         if digest != entry["sha256"]:
-            raise CheckpointError(f"{path} has sha256 {digest}, but {self.manifest_path} says {entry['sha256']}: "
-                                  "the file is corrupt or was replaced. Restore it from git, or rebuild it with: "
-                                  f"{entry['command']}")
+            raise CheckpointError(
+                f"{path} has sha256 {digest}, but {self.manifest_path} says {entry['sha256']}: "
+                "the file is corrupt or was replaced. Restore it from git, or rebuild it with: "
+                f"{entry['command']}"
+            )
         return path
 
     def record(self, name: str, command: str, settings: dict[str, Any]) -> None:
@@ -62,8 +66,7 @@ class Shelf:
         if path.stat().st_size > MAX_BYTES:
             raise ValueError(f"{path} is {path.stat().st_size / 2**20:.1f} MiB; shipped files must stay <= 20 MiB")
         entries = self.manifest()
-        entries[name] = {"sha256": sha256(path), "bytes": path.stat().st_size, "command": command,
-                         "settings": settings}
+        entries[name] = {"sha256": sha256(path), "bytes": path.stat().st_size, "command": command, "settings": settings}
         self.manifest_path.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
 
 

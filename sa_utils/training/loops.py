@@ -3,6 +3,7 @@
 ``fit`` checkpoints after every epoch and resumes from the checkpoint, so an interrupted
 run continues where it stopped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,18 +12,30 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from sa_utils.progress import progress_bar
 
-from sa_utils.storage.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 from sa_utils.core.sources import TensorBatches
 from sa_utils.eval.metrics import accuracy
+from sa_utils.progress import progress_bar
+from sa_utils.storage.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
 
-def fit(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int = 128,
-        lr: float = 1e-3, seed: int = 0, checkpoint: str | Path | None = None, desc: str = "training",
-        progress: bool = True, lr_decay_every: int | None = None, lr_decay: float = 0.1) -> list[float]:
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    desc: str = "training",
+    progress: bool = True,
+    lr_decay_every: int | None = None,
+    lr_decay: float = 0.1,
+) -> list[float]:
     """Minimise ``loss_fn(model, xb, yb, generator)`` with Adam; returns the mean loss of each epoch.
 
     With ``lr_decay_every=k`` the learning rate is multiplied by ``lr_decay`` every k epochs.
@@ -45,7 +58,9 @@ def fit(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, epo
         for group in optimizer.param_groups:
             group["lr"] = lr * (lr_decay ** (epoch // lr_decay_every) if lr_decay_every else 1.0)
         total, count = 0.0, 0
-        for xb, yb in progress_bar(data.epoch(), total=len(data), desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress):
+        for xb, yb in progress_bar(
+            data.epoch(), total=len(data), desc=f"{desc} {epoch + 1}/{epochs}", leave=False, disable=not progress
+        ):
             xb, yb = xb.to(device), yb.to(device)
             loss = loss_fn(model, xb, yb, g)
             if not torch.isfinite(loss):
@@ -57,8 +72,11 @@ def fit(model: nn.Module, loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, epo
         losses.append(total / count)
         if checkpoint is not None:
             opt_t, opt_m = optimizer_to_tensors(optimizer)
-            save_tensors(checkpoint, {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_t},
-                         {"optimizer": opt_m, "losses": losses, "epoch": epoch + 1})
+            save_tensors(
+                checkpoint,
+                {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_t},
+                {"optimizer": opt_m, "losses": losses, "epoch": epoch + 1},
+            )
     model.eval()
     return losses
 
@@ -81,10 +99,23 @@ def classifier_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batc
     return accuracy(probs, y)
 
 
-def train_ddpm(adapter, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int = 64, lr: float = 5e-4,
-               cond_drop: float = 0.1, ema_decay: float = 0.999, warmup: int = 200, grad_clip: float = 1.0,
-               seed: int = 0, checkpoint: str | Path | None = None, checkpoint_every: int = 500,
-               progress: bool = True, desc: str = "DDPM") -> list[float]:
+def train_ddpm(
+    adapter,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 5e-4,
+    cond_drop: float = 0.1,
+    ema_decay: float = 0.999,
+    warmup: int = 200,
+    grad_clip: float = 1.0,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    desc: str = "DDPM",
+) -> list[float]:
     """Train a class-conditional DDPM (``adapter``: a :class:`~sa_utils.adapters.ddpm.DDPMAdapter`).
 
     Each step draws a batch of real images (with replacement, reproducible per step), replaces
@@ -131,8 +162,10 @@ def train_ddpm(adapter, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size
             group["lr"] = lr * min(1.0, (step + 1) / max(warmup, 1))
         loss = adapter.loss(adapter.draw_noise(batch, g)).mean()
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate"
-                                     + (f" (the last checkpoint is {checkpoint})" if checkpoint else ""))
+            raise FloatingPointError(
+                f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate"
+                + (f" (the last checkpoint is {checkpoint})" if checkpoint else "")
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip:
@@ -148,8 +181,11 @@ def train_ddpm(adapter, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size
         done = step + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
             opt_t, opt_m = optimizer_to_tensors(optimizer)
-            tensors = {**{f"model.{k}": v for k, v in model.state_dict().items()},
-                       **{f"ema.{n}": s for n, s in zip(names, ema.shadow_params)}, **opt_t}
+            tensors = {
+                **{f"model.{k}": v for k, v in model.state_dict().items()},
+                **{f"ema.{n}": s for n, s in zip(names, ema.shadow_params)},
+                **opt_t,
+            }
             save_tensors(checkpoint, tensors, {"optimizer": opt_m, "losses": losses, "step": done})
     bar.close()
     ema.copy_to(params)
