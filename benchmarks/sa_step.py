@@ -62,9 +62,9 @@ def _tiny_sd(dev: torch.device, width: float):
     from dataclasses import replace
 
     from sa_utils.adapters.sd import StableDiffusionAdapter
-    from tinyworld.pipeline import TINY, build_pipeline
+    from tinyworld.pipeline import TINY_SD, build_pipeline
 
-    cfg = replace(TINY, unet_channels=tuple(max(8, int(c * width)) for c in TINY.unet_channels))
+    cfg = replace(TINY_SD, unet_channels=tuple(max(8, int(c * width)) for c in TINY_SD.unet_channels))
     adapter = StableDiffusionAdapter(build_pipeline(cfg, seed=0).to(dev), "full")
     size = adapter.model.config.sample_size
     return adapter, ("sd", 4, size, size, adapter.model.config.cross_attention_dim)

@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tinyworld.detectors import pretrained_detector  # noqa: E402
-from tinyworld.pipeline import load_pipeline  # noqa: E402
+from tinyworld.pipeline import load_tiny_pipeline  # noqa: E402
 from tinyworld.scoring import format_report, score_pipeline  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="Image i of a prompt list uses seed + i.")
     p.add_argument("--out", default=None, help="JSON file to write (default: <pipeline>/evaluation.json).")
     args = p.parse_args(argv)
-    pipe = load_pipeline(args.pipeline, scheduler=args.scheduler)
+    pipe = load_tiny_pipeline(args.pipeline, scheduler=args.scheduler)
     ident, attr = pretrained_detector("identity"), pretrained_detector("attribute")
     t0 = time.time()
     report = score_pipeline(pipe, ident, attr, args.images_per_prompt, args.steps, args.guidance_scale, args.seed)

@@ -42,14 +42,15 @@ if str(ROOT) not in sys.path:  # running from a clone without `pip install -e .`
 
 from sa_utils.models.sd_configs import count_parameters  # noqa: E402
 from sa_utils.runtime import step_generator  # noqa: E402
-from sa_utils.storage.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors  # noqa: E402
+from sa_utils.storage.checkpoint import read_metadata  # noqa: E402
+from sa_utils.storage.train_state import load_train_state, save_train_state  # noqa: E402
 from tinyworld import TRAIN_SEED, TinyWorld  # noqa: E402
 from tinyworld.objectives import latent_scaling_factor, noise_prediction_loss, tokenize, vae_loss  # noqa: E402
 from tinyworld.pipeline import (
     TinySDConfig,
     assemble_pipeline,
     build_text_encoder,
-    build_unet,  # noqa: E402
+    build_tiny_unet,  # noqa: E402
     build_vae,
     generate,
     sampling_scheduler,
@@ -275,7 +276,11 @@ class Trainer:
         set_seed(args.seed)
         self.world = TinyWorld(seed=args.world_seed, size=args.num_train_images, resolution=self.cfg.resolution)
         self.tokenizer = clip_tokenizer(self.cfg.max_length)
-        self.vae, self.text_encoder, self.unet = build_vae(self.cfg), build_text_encoder(self.cfg), build_unet(self.cfg)
+        self.vae, self.text_encoder, self.unet = (
+            build_vae(self.cfg),
+            build_text_encoder(self.cfg),
+            build_tiny_unet(self.cfg),
+        )
         self.noise_scheduler = training_scheduler()
         self.vae_opt = torch.optim.AdamW(
             self.vae.parameters(),
@@ -408,51 +413,45 @@ class Trainer:
         a = self.accelerator
         folder = self.out / f"checkpoint-{step}"
         if a.is_main_process:
-            tensors: dict[str, torch.Tensor] = {}
-            for name in ("vae", "text_encoder", "unet"):
-                for k, v in a.unwrap_model(getattr(self, name)).state_dict().items():
-                    tensors[f"{name}.{k}"] = v
-            vt, vmeta = optimizer_to_tensors(self.vae_opt, prefix="vae_optim.")
-            ot, ometa = optimizer_to_tensors(self.opt, prefix="optim.")
-            tensors |= vt | ot
-            ema_meta = {}
+            modules = {name: a.unwrap_model(getattr(self, name)) for name in ("vae", "text_encoder", "unet")}
+            shadows, ema_meta = {}, {}
             for name, ema in self.ema.items():
                 sd = ema.state_dict()
-                tensors |= {f"ema_{name}.{i}": p for i, p in enumerate(sd.pop("shadow_params"))}
+                shadows[f"ema_{name}"] = {str(i): p for i, p in enumerate(sd.pop("shadow_params"))}
                 ema_meta[name] = sd
             sched = {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"}
             meta = {
                 "step": step,
-                "vae_optimizer": vmeta,
-                "optimizer": ometa,
                 "lr_scheduler": sched,
                 "ema": ema_meta,
                 "scaling_factor": self.scaling_factor,
                 "model_config": self.cfg.to_dict(),
                 "args": {k: v for k, v in vars(self.args).items() if k != "model"},
             }
-            save_tensors(folder / CHECKPOINT_FILE, tensors, meta)
+            optimizers = {"vae_optim": self.vae_opt, "optim": self.opt}
+            save_train_state(folder / CHECKPOINT_FILE, modules, optimizers, shadows, meta)
             prune_checkpoints(self.out, self.args.checkpoints_total_limit)
         a.wait_for_everyone()
         return folder
 
     def load_checkpoint(self, folder: Path) -> int:
-        tensors, meta = load_tensors(folder / CHECKPOINT_FILE)
+        meta = read_metadata(folder / CHECKPOINT_FILE)
         if meta["model_config"] != self.cfg.to_dict():
             raise SystemExit(
                 f"{folder} was trained with model_config {meta['model_config']}, this run asks for "
                 f"{self.cfg.to_dict()}; pass the same --model_config or start a new --output_dir"
             )
-        for name in ("vae", "text_encoder", "unet"):
-            prefix = f"{name}."
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            self.accelerator.unwrap_model(getattr(self, name)).load_state_dict(state)
-        optimizer_from_tensors(self.vae_opt, tensors, meta["vae_optimizer"], prefix="vae_optim.")
-        optimizer_from_tensors(self.opt, tensors, meta["optimizer"], prefix="optim.")
+        modules = {name: self.accelerator.unwrap_model(getattr(self, name)) for name in ("vae", "text_encoder", "unet")}
+        groups, meta = load_train_state(
+            folder / CHECKPOINT_FILE,
+            modules,
+            {"vae_optim": self.vae_opt, "optim": self.opt},
+            tuple(f"ema_{name}" for name in self.ema),
+        )
         self.lr_scheduler.load_state_dict({**meta["lr_scheduler"], "lr_lambdas": [None] * len(self.opt.param_groups)})
         for name, ema in self.ema.items():
             if name in meta["ema"]:
-                shadow = [tensors[f"ema_{name}.{i}"] for i in range(len(ema.shadow_params))]
+                shadow = [groups[f"ema_{name}"][str(i)] for i in range(len(ema.shadow_params))]
                 ema.load_state_dict({**meta["ema"][name], "shadow_params": shadow})
         self.scaling_factor = meta["scaling_factor"]
         self.resumed_args = meta["args"]

@@ -52,7 +52,8 @@ def pytest_terminal_summary(terminalreporter):
     if skipped:
         terminalreporter.write_sep("!", "THE BROWSER TEST WAS SKIPPED", red=True, bold=True)
         terminalreporter.write_line(
-            f"{len(skipped)} test(s) of tests/test_browser.py did not run, so this `make test` checked less than CI "
+            f"{len(skipped)} test(s) of tests/book/test_browser.py did not run, so this `make test` checked less than "
+            "CI "
             "does.\n"
             "Install Debian's chromium (`sudo apt-get install chromium`, as .ci/run does) and run `make test` again.",
             red=True,

@@ -121,3 +121,66 @@ def test_the_package_reads_as_its_layers():
     assert top == ["data", "plugins", "progress", "runtime"], top
     folders = sorted(p.name for p in (ROOT / "sa_utils").iterdir() if (p / "__init__.py").exists())
     assert folders == ["adapters", "chapter", "core", "eval", "models", "recipes", "sd", "storage", "training"]
+
+
+def names_used(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+    }
+
+
+CODE = [*MODULES, *sorted((ROOT / "scripts").glob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py"))]
+
+
+def test_one_checkpoint_format():
+    """Every loop saves and resumes through sa_utils/storage/train_state.py, none by hand."""
+    by_hand = sorted(
+        str(p.relative_to(ROOT))
+        for p in CODE
+        if p.parent.name != "storage" and names_used(p) & {"optimizer_to_tensors", "optimizer_from_tensors"}
+    )
+    assert not by_hand, f"these write optimizer state themselves; use save_train_state/load_train_state: {by_hand}"
+    users = {p.name for p in CODE if names_used(p) & {"save_train_state", "load_train_state"}}
+    assert {"loops.py", "amnesia.py", "train_tiny_sd.py"} <= users, users
+
+
+def test_one_fisher_accumulator():
+    """Both Fisher drivers add into core.fisher.FisherSum; nobody else keeps squared-gradient sums."""
+    for rel in ("sa_utils/core/fisher.py", "sa_utils/sd/fisher.py"):
+        assert "FisherSum" in names_used(ROOT / rel), rel
+    for p in CODE:
+        if p.relative_to(ROOT).as_posix() == "sa_utils/core/fisher.py":
+            continue
+        calls = {
+            ast.unparse(n.func)
+            for n in ast.walk(ast.parse(p.read_text()))
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+        }
+        own = sorted(c for c in calls if c in ("torch.autograd.grad", "torch.func.vmap", "torch.func.functional_call"))
+        assert not own, f"{p.relative_to(ROOT)} takes per-sample gradients itself ({own}); core/fisher.py does"
+
+
+def test_one_recipe_base():
+    import dataclasses
+    import importlib
+
+    from sa_utils.recipes.base import Recipe
+
+    for name in ("mnist_vae", "mnist_ddpm", "stable_diffusion"):
+        module = importlib.import_module(f"sa_utils.recipes.{name}")
+        recipes = {type(r) for r in module.RECIPES.values()}
+        assert len(recipes) == 1 and issubclass(recipes.pop(), Recipe), name
+        assert "sa_config" in vars(type(next(iter(module.RECIPES.values())))), name
+        assert [f.name for f in dataclasses.fields(module.recipe("quick"))][0] == "mode"
+
+
+def test_the_tests_mirror_the_package():
+    """tests/<folder>/ for a subpackage of sa_utils (or the book, the tiny world, the benchmarks);
+    tests/test_<module>.py for a top-level module."""
+    packages = {p.name for p in (ROOT / "sa_utils").iterdir() if (p / "__init__.py").exists()}
+    folders = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders <= packages | {"book", "tinyworld", "benchmarks"}, folders - packages
+    modules = {p.stem for p in (ROOT / "sa_utils").glob("*.py")}
+    tops = {p.stem.removeprefix("test_") for p in (ROOT / "tests").glob("test_*.py")}
+    assert tops <= modules | {"architecture"}, tops - modules

@@ -51,7 +51,7 @@ TRAINING_MIX = {
 }
 
 
-class Detector(nn.Module):
+class SceneClassifier(nn.Module):
     """A small CNN classifier of ``[B, 3, H, W]`` images in ``[-1, 1]`` (any ``H, W`` >= 16)."""
 
     def __init__(self, n_classes: int, width: int = 16):
@@ -158,7 +158,7 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def accuracy(model: Detector, images: torch.Tensor, labels: torch.Tensor) -> float:
+def scene_accuracy(model: SceneClassifier, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Share of ``images`` (``uint8`` ``[N, H, W, 3]`` or float ``[N, 3, H, W]``) classified as ``labels``."""
     x = to_tensor(images.numpy()) if images.dtype == torch.uint8 else images
     return float((model.probabilities(x).argmax(-1) == labels).float().mean())
@@ -166,13 +166,13 @@ def accuracy(model: Detector, images: torch.Tensor, labels: torch.Tensor) -> flo
 
 def train_detector(
     recipe: DetectorRecipe, progress: bool = True, data: tuple[torch.Tensor, torch.Tensor] | None = None
-) -> tuple[Detector, dict]:
+) -> tuple[SceneClassifier, dict]:
     """Train a detector on freshly drawn images (or on ``data``); returns it and its held-out scores."""
     torch.manual_seed(recipe.seed)
     images, labels = data or labelled_images(
         recipe.task, DETECTOR_SEED, recipe.n_train, recipe.resolution, recipe.mix, progress
     )
-    model = Detector(len(recipe.classes), recipe.width)
+    model = SceneClassifier(len(recipe.classes), recipe.width)
     steps_per_epoch = max(1, len(images) // recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=1e-4)
@@ -197,7 +197,7 @@ def train_detector(
     return model, metrics
 
 
-def heldout_scores(model: Detector, recipe: DetectorRecipe) -> dict:
+def heldout_scores(model: SceneClassifier, recipe: DetectorRecipe) -> dict:
     """Accuracy on drawn images of :data:`HELDOUT_SEED`, clean and blurred (sigma 1), and per class."""
     images, labels = labelled_images(recipe.task, HELDOUT_SEED, recipe.n_heldout, recipe.resolution, recipe.mix)
     x = to_tensor(images.numpy())
@@ -226,13 +226,15 @@ def stored_detector(recipe: DetectorRecipe) -> Path:
     return shelf().file(detector_path(recipe).name) or detector_path(recipe)
 
 
-def pretrained_detector(task: str, progress: bool = True, device: torch.device | str = "cpu", **overrides) -> Detector:
+def pretrained_detector(
+    task: str, progress: bool = True, device: torch.device | str = "cpu", **overrides
+) -> SceneClassifier:
     """The ``task`` detector: shipped (the default recipes, ``python scripts/ship_detectors.py``), else
     loaded from the cache, else trained and cached (held-out scores in :func:`detector_metrics`).
     Detectors are evaluators, not a lesson of any chapter, so the default ones ship."""
     recipe = DetectorRecipe(task, **overrides)
     path = stored_detector(recipe)
-    model = Detector(len(recipe.classes), recipe.width)
+    model = SceneClassifier(len(recipe.classes), recipe.width)
     if path.exists():
         load_model(model, path)
     else:
@@ -249,17 +251,17 @@ def detector_metrics(task: str, **overrides) -> dict:
 # -- reading generated images ------------------------------------------------------------
 
 
-def identity_rate(detector: Detector, images: torch.Tensor, identity: int) -> float:
+def identity_rate(detector: SceneClassifier, images: torch.Tensor, identity: int) -> float:
     """Share of ``images`` the detector assigns to ``identity`` (its top class)."""
     return float((detector.probabilities(images).argmax(-1) == identity).float().mean())
 
 
-def attribute_rate(detector: Detector, images: torch.Tensor, threshold: float = 0.5) -> float:
+def attribute_rate(detector: SceneClassifier, images: torch.Tensor, threshold: float = 0.5) -> float:
     """Share of ``images`` in which the detector finds the attribute (probability above ``threshold``)."""
     return float((detector.probabilities(images)[:, 1] > threshold).float().mean())
 
 
-def summarise_identity(detector: Detector, images: torch.Tensor, identity: int) -> dict[str, float]:
+def summarise_identity(detector: SceneClassifier, images: torch.Tensor, identity: int) -> dict[str, float]:
     """Rate of ``identity``, mean probability of it, and entropy of the prediction (the paper's forgetting readings)."""
     p = detector.probabilities(images)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)

@@ -76,10 +76,10 @@ class TinySDConfig:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
 
 
-TINY = TinySDConfig()
+TINY_SD = TinySDConfig()
 
 
-def build_vae(cfg: TinySDConfig = TINY):
+def build_vae(cfg: TinySDConfig = TINY_SD):
     """``AutoencoderKL`` with SD's block types at the configured widths (``scaling_factor`` set after training)."""
     from diffusers import AutoencoderKL
 
@@ -97,7 +97,7 @@ def build_vae(cfg: TinySDConfig = TINY):
     )
 
 
-def unet_config(cfg: TinySDConfig = TINY) -> dict[str, Any]:
+def unet_config(cfg: TinySDConfig = TINY_SD) -> dict[str, Any]:
     """The ``UNet2DConditionModel`` config of the tiny pipeline (SD's block types, smaller widths)."""
     down = tuple("CrossAttnDownBlock2D" if x else "DownBlock2D" for x in cfg.unet_cross_attention)
     up = tuple("CrossAttnUpBlock2D" if x else "UpBlock2D" for x in reversed(cfg.unet_cross_attention))
@@ -115,13 +115,13 @@ def unet_config(cfg: TinySDConfig = TINY) -> dict[str, Any]:
     }
 
 
-def build_unet(cfg: TinySDConfig = TINY):
+def build_tiny_unet(cfg: TinySDConfig = TINY_SD):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(**unet_config(cfg))
 
 
-def text_encoder_config(cfg: TinySDConfig = TINY):
+def text_encoder_config(cfg: TinySDConfig = TINY_SD):
     """A ``CLIPTextConfig`` with CLIP's vocabulary and special tokens and a tiny transformer."""
     from transformers import CLIPTextConfig
 
@@ -140,7 +140,7 @@ def text_encoder_config(cfg: TinySDConfig = TINY):
     )
 
 
-def build_text_encoder(cfg: TinySDConfig = TINY):
+def build_text_encoder(cfg: TinySDConfig = TINY_SD):
     from transformers import CLIPTextModel
 
     return CLIPTextModel(text_encoder_config(cfg))
@@ -187,16 +187,16 @@ def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler=None):
     )
 
 
-def build_pipeline(cfg: TinySDConfig = TINY, seed: int = 0, scheduler: str = "ddim"):
+def build_pipeline(cfg: TinySDConfig = TINY_SD, seed: int = 0, scheduler: str = "ddim"):
     """A randomly initialised tiny pipeline (deterministic in ``seed``)."""
     torch.manual_seed(seed)
-    vae, text, unet = build_vae(cfg), build_text_encoder(cfg), build_unet(cfg)
+    vae, text, unet = build_vae(cfg), build_text_encoder(cfg), build_tiny_unet(cfg)
     pipe = assemble_pipeline(vae, text, clip_tokenizer(cfg.max_length), unet, sampling_scheduler(scheduler))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def load_pipeline(path: str | Path, scheduler: str | None = None, device: str | torch.device = "cpu"):
+def load_tiny_pipeline(path: str | Path, scheduler: str | None = None, device: str | torch.device = "cpu"):
     """Load a pipeline folder offline (``local_files_only``), optionally swapping the sampler."""
     from diffusers import StableDiffusionPipeline
 
@@ -256,7 +256,7 @@ def shipped_pipeline(scheduler: str | None = None, device: str | torch.device = 
     for n in names:
         if s.file(n) is None:
             raise FileNotFoundError(f"{s.folder / n} is listed in the manifest but missing; restore it from git")
-    return load_pipeline(s.folder / SHIPPED, scheduler, device)
+    return load_tiny_pipeline(s.folder / SHIPPED, scheduler, device)
 
 
 def shipped_weights_digest() -> list[str]:

@@ -13,6 +13,11 @@ import torch
 from sa_utils.eval.detectors import Detector, load_detector, register_detector
 from sa_utils.recipes.worlds import World, register_world
 from sa_utils.runtime import settings_digest
+from tinyworld import ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT, IDENTITIES, IDENTITY_SURROGATE_PROMPT
+from tinyworld.detectors import pretrained_detector
+from tinyworld.pipeline import shipped_pipeline, shipped_weights_digest
+from tinyworld.prompts import attribute_prompts, identity_prompts, replay_prompts, unrelated_prompts
+from tinyworld.scenes import HELDOUT_SEED, TinyWorld
 
 WORLD = "tiny"
 """The name a recipe gives its pipeline to run in the tiny world (``SDRecipe.pipeline``)."""
@@ -22,15 +27,12 @@ QUALITY_KINDS = ("person", "people", "object", "landscape")
 
 
 def attribute_detector(arg: str, device) -> Detector:
-    from tinyworld.detectors import pretrained_detector
 
     det = pretrained_detector("attribute", device=device)
     return lambda images: det.probabilities((images * 2 - 1).to(device))[:, 1].cpu() > 0.5
 
 
 def identity_detector(arg: str, device) -> Detector:
-    from tinyworld.concepts import IDENTITIES
-    from tinyworld.detectors import pretrained_detector
 
     name, names = arg.lower(), [i.name.lower() for i in IDENTITIES]
     if name not in names:
@@ -46,12 +48,10 @@ class TinySDWorld(World):
     def source_id(self) -> str:
         """``tiny@`` and a digest of the shipped weights' sha256, so a retrained and re-shipped
         pipeline never reuses results of the old one."""
-        from tinyworld.pipeline import shipped_weights_digest
 
         return f"tiny@{settings_digest(shipped_weights_digest())}"
 
     def pipeline(self, device, dtype):
-        from tinyworld.pipeline import shipped_pipeline
 
         pipe = shipped_pipeline(device=device)
         if pipe is None:
@@ -62,26 +62,20 @@ class TinySDWorld(World):
         return pipe
 
     def replay_prompts(self, exclude_words=()):
-        from tinyworld.prompts import replay_prompts
 
         return replay_prompts(exclude_words)
 
     def unrelated_prompts(self, n):
-        from tinyworld.prompts import unrelated_prompts
 
         return unrelated_prompts()
 
     def celebrity(self):
-        from tinyworld import IDENTITIES, IDENTITY_SURROGATE_PROMPT
-        from tinyworld.prompts import identity_prompts
 
         names = [i.name for i in IDENTITIES]
         sets = {f"{n} | {s}": identity_prompts(n, s) for n in names for s in ("seen", "paraphrases")}
         return names, IDENTITY_SURROGATE_PROMPT, sets
 
     def attribute(self, nudity_prompts):
-        from tinyworld import ATTRIBUTE_PROMPT, ATTRIBUTE_SURROGATE_PROMPT
-        from tinyworld.prompts import attribute_prompts
 
         sets = {
             "named": attribute_prompts(True),
@@ -97,7 +91,6 @@ class TinySDWorld(World):
 
     def quality_reference(self, n):
         """Captions and renderings of ``n`` held-out scenes with no identity and no named attribute."""
-        from tinyworld.scenes import HELDOUT_SEED, TinyWorld
 
         world = TinyWorld(seed=HELDOUT_SEED + 100, size=n).with_mix(**{k: 1.0 for k in QUALITY_KINDS})
         x, captions, _ = world.batch(range(n))
@@ -105,7 +98,6 @@ class TinySDWorld(World):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The identity detector's 64-d features (the tiny world's analogue of Inception features)."""
-        from tinyworld.detectors import pretrained_detector
 
         det = pretrained_detector("identity", progress=False)
         with torch.no_grad():

@@ -25,7 +25,7 @@ from tinyworld.concepts import IDENTITIES, Identity, words
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
 
-def read_prompts(name: str, section: str | None = None) -> list[str]:
+def read_prompt_file(name: str, section: str | None = None) -> list[str]:
     """The prompts of ``prompts/<name>.txt`` (all, or one ``section``)."""
     path = PROMPT_DIR / f"{name}.txt"
     if not path.exists():
@@ -49,7 +49,7 @@ def replay_prompts(exclude_words: tuple[str, ...] = ()) -> list[str]:
     """Generic prompts for replay and the Fisher; drop those containing any of ``exclude_words``
     (e.g. ``("beach", "sea", "sand", "pool")`` to keep the attribute-prone places out)."""
     drop = {w.lower() for w in exclude_words}
-    return [p for p in read_prompts("replay") if not drop & set(words(p))]
+    return [p for p in read_prompt_file("replay") if not drop & set(words(p))]
 
 
 def _identity(which: int | str | Identity) -> Identity:
@@ -67,16 +67,16 @@ def _identity(which: int | str | Identity) -> Identity:
 
 def identity_prompts(which: int | str | Identity, section: str | None = None) -> list[str]:
     """Prompts naming one identity: ``section="seen"``, ``"paraphrases"`` or both (``None``)."""
-    return read_prompts(f"identity_{_identity(which).slug}", section)
+    return read_prompt_file(f"identity_{_identity(which).slug}", section)
 
 
 def attribute_prompts(named: bool = True) -> list[str]:
     """Prompts that name the attribute (``named=True``) or lead to it unnamed."""
-    return read_prompts("attribute_named" if named else "attribute_unnamed")
+    return read_prompt_file("attribute_named" if named else "attribute_unnamed")
 
 
 def unrelated_prompts() -> list[str]:
-    return read_prompts("unrelated")
+    return read_prompt_file("unrelated")
 
 
 def unknown_words(prompts: list[str]) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from tinyworld.concepts import IDENTITIES, NO_IDENTITY
-from tinyworld.detectors import Detector, summarise_identity
+from tinyworld.detectors import SceneClassifier, summarise_identity
 from tinyworld.pipeline import generate
 from tinyworld.prompts import attribute_prompts, identity_prompts, unrelated_prompts
 
@@ -29,8 +29,8 @@ def _images(pipe, prompts: list[str], n: int, **kw) -> torch.Tensor:
 
 def score_pipeline(
     pipe,
-    identity_detector: Detector,
-    attribute_detector: Detector,
+    identity_detector: SceneClassifier,
+    attribute_detector: SceneClassifier,
     images_per_prompt: int = 4,
     steps: int = 20,
     guidance_scale: float = 5.0,
@@ -38,7 +38,7 @@ def score_pipeline(
     identity_sections: tuple[str, ...] = ("seen", "paraphrases"),
     attribute: bool = True,
 ) -> dict:
-    """Detector readings of ``pipe`` on the evaluation prompts (see the module docstring)."""
+    """SceneClassifier readings of ``pipe`` on the evaluation prompts (see the module docstring)."""
     kw = {"steps": steps, "guidance_scale": guidance_scale, "seed": seed}
     report: dict = {"settings": {"images_per_prompt": images_per_prompt, **kw}, "identity": {}}
     rates = []

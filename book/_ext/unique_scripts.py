@@ -4,7 +4,7 @@ sphinx-thebe (loaded by Jupyter Book) registers an inline script that declares
 ``const THEBE_JS_URL``. Sphinx 7.4's HTML builder adds extension scripts registered after
 its start a second time when it prepares writing, with ``filename=""`` instead of ``None``,
 so the duplicate is not recognised and every page carried the script twice: the browser
-then threw "Identifier 'THEBE_JS_URL' has already been declared" (``tests/test_browser.py``
+then threw "Identifier 'THEBE_JS_URL' has already been declared" (``tests/book/test_browser.py``
 found it). This drops repeated scripts (same file, same attributes and body) from each page.
 """
 

@@ -30,12 +30,10 @@ from sa_utils.progress import progress_bar
 from sa_utils.runtime import step_generator
 from sa_utils.storage.checkpoint import (
     CheckpointError,
-    load_tensors,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
     read_metadata,
     save_tensors,
 )
+from sa_utils.storage.train_state import load_train_state, save_train_state
 
 BatchSource = Callable[[int], Batch]
 """``source(step) -> batch``: deterministic in ``step`` so resumed runs are exact."""
@@ -358,17 +356,15 @@ _AMP = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _save_checkpoint(
     adapter, optimizer, ewc, run_dir: Path, settings: dict, result: SAResult, scaler=None, ema=None
 ) -> None:
-    tensors = {f"model.{k}": v for k, v in adapter.model.state_dict().items()}
+    groups = {}
     if ewc is not None:  # theta* is part of the run: a resumed run must pull towards the same point
-        tensors.update({f"anchor.{n}": a for n, a in zip(ewc.names, ewc.anchor)})
+        groups["anchor"] = dict(zip(ewc.names, ewc.anchor))
     if ema is not None:
-        tensors.update({f"ema.{n}": e for n, e in zip(adapter.trainable_parameters(), ema)})
-    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
-    tensors.update(opt_tensors)
-    meta = {**settings, "optimizer": opt_meta, "step": result.steps_done, "history": result.history}
+        groups["ema"] = dict(zip(adapter.trainable_parameters(), ema))
+    meta = {**settings, "step": result.steps_done, "history": result.history}
     if scaler is not None and scaler.is_enabled():
         meta["grad_scaler"] = scaler.state_dict()
-    save_tensors(run_dir / CHECKPOINT, tensors, meta)
+    save_train_state(run_dir / CHECKPOINT, {"model": adapter.model}, {"optim": optimizer}, groups, meta)
 
 
 def _maybe_resume(
@@ -377,7 +373,7 @@ def _maybe_resume(
     path = run_dir / CHECKPOINT
     if not path.exists():
         return 0
-    tensors, meta = load_tensors(path, device=adapter.device)
+    meta = read_metadata(path)  # every check before any weight is touched
     for key in ("model_config", "fisher_samples", "fisher_estimator", "batch_reduction"):
         if meta.get(key) != settings[key]:
             raise CheckpointError(
@@ -397,13 +393,14 @@ def _maybe_resume(
             f"{path} already ran {meta['step']} steps, more than the {settings['sa_config']['steps']} "
             "asked for. Use a different run_dir, or ask for at least as many steps."
         )
-    adapter.model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
-    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    groups, _ = load_train_state(
+        path, {"model": adapter.model}, {"optim": optimizer}, ("anchor", "ema"), device=adapter.device
+    )
     if ewc is not None:
-        ewc.anchor = [tensors[f"anchor.{n}"].to(a.dtype) for n, a in zip(ewc.names, ewc.anchor)]
+        ewc.anchor = [groups["anchor"][n].to(a.dtype) for n, a in zip(ewc.names, ewc.anchor)]
     if ema is not None:
         for i, n in enumerate(adapter.trainable_parameters()):
-            ema[i] = tensors[f"ema.{n}"].float()
+            ema[i] = groups["ema"][n].float()
     if scaler is not None and scaler.is_enabled() and "grad_scaler" in meta:
         scaler.load_state_dict(meta["grad_scaler"])
     result.history = list(meta.get("history", []))

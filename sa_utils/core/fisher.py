@@ -173,6 +173,54 @@ def _signature(values: dict[str, torch.Tensor]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- the accumulator
+class FisherSum:
+    """The one accumulator of every diagonal Fisher in the book: running sums of per-sample
+    squared gradients by parameter name, and how many samples they hold.
+
+    :func:`diagonal_fisher` adds into one; so does each process of the sharded Stable Diffusion
+    Fisher (:func:`sa_utils.sd.fisher.sd_fisher`), which saves its :attr:`sums` as a partial file
+    and adds the processes' partial sums up at the end (:meth:`merge`). :meth:`fisher` divides by
+    the count and refuses non-finite values.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], count: int = 0):
+        self.sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        self.count = count
+
+    @classmethod
+    def of(cls, sums: dict[str, torch.Tensor], count: int) -> FisherSum:
+        """An accumulator holding ``sums`` (e.g. read back from a partial file) of ``count`` samples."""
+        acc = cls({}, count)
+        acc.sums = dict(sums)
+        return acc
+
+    def add(self, sums: dict[str, torch.Tensor], n: int) -> None:
+        """Add one batch's ``sum_b grad_b**2`` (by name) over its ``n`` samples."""
+        for name, s in sums.items():
+            self.sums[name].add_(s.float())
+        self.count += n
+
+    def merge(self, other: FisherSum) -> FisherSum:
+        """Add another accumulator's sums and count into this one (e.g. one process's partial sums)."""
+        if self.sums and set(self.sums) != set(other.sums):
+            differ = sorted(set(self.sums) ^ set(other.sums))[:4]
+            raise ValueError(f"the two partial Fisher sums cover different parameters: {differ}")
+        self.sums = {n: self.sums[n] + s for n, s in other.sums.items()} if self.sums else dict(other.sums)
+        self.count += other.count
+        return self
+
+    def fisher(self, metadata: dict[str, Any], overflow: str = "the model's loss overflowed on its own samples"):
+        """The :class:`DiagonalFisher` of the samples added: the sums over the count."""
+        if self.count == 0:
+            raise ValueError("no samples were given to the Fisher")
+        values = {n: (s / self.count).cpu() for n, s in self.sums.items()}
+        for n, v in values.items():
+            if not torch.isfinite(v).all():
+                raise FloatingPointError(f"non-finite Fisher values in {n}: {overflow}")
+        return DiagonalFisher(values, self.count, metadata)
+
+
 # --------------------------------------------------------------------------- per-batch sums
 def sq_grad_sum_loop(adapter: GenerativeAdapter, batch: Batch) -> dict[str, torch.Tensor]:
     """Reference: one backward pass per sample; returns ``sum_b grad_b**2`` by name."""
@@ -389,37 +437,30 @@ def diagonal_fisher(
     params = adapter.trainable_parameters()
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-    total_sq = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    acc = FisherSum(params)
     generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    count = 0
     was_training = adapter.model.training
     adapter.model.eval()
     bar = progress_bar(total=total, desc=f"Fisher ({method})", unit="sample", disable=not progress)
     try:
         for batch in batches:
             batch = {k: v.to(adapter.device) for k, v in batch.items()}
-            if count == 0:  # the first batch, before any gradient: wrong data fails here
+            if acc.count == 0:  # the first batch, before any gradient: wrong data fails here
                 adapter.check_batch(batch, "the Fisher's first batch")
             if estimator is None:
                 sums = fn(adapter, adapter.draw_noise(batch, generator))
             else:
                 adapter.check_condition(batch["c"])
-                gens = [step_generator(seed, count + b) for b in range(len(batch["x"]))]
+                gens = [step_generator(seed, acc.count + b) for b in range(len(batch["x"]))]
                 sums = timestep_fn(adapter, batch, estimator, gens)
-            for n, s in sums.items():
-                total_sq[n].add_(s.float())
-            count += len(batch["x"])
+            acc.add(sums, len(batch["x"]))
             bar.update(len(batch["x"]))
     finally:
         bar.close()
         adapter.model.train(was_training)
-    if count == 0:
+    if acc.count == 0:
         raise ValueError("no samples were given to diagonal_fisher")
-    values = {n: (s / count).cpu() for n, s in total_sq.items()}
-    for n, v in values.items():
-        if not torch.isfinite(v).all():
-            raise FloatingPointError(f"non-finite Fisher values in {n}: the model's loss overflowed on its own samples")
     meta = {
         "method": method,
         "model_config": adapter.config(),
@@ -429,7 +470,7 @@ def diagonal_fisher(
     }
     if estimator is not None:
         meta["num_train_timesteps"] = adapter.num_train_timesteps
-    return DiagonalFisher(values, count, meta)
+    return acc.fisher(meta)
 
 
 # --------------------------------------------------------------------------- comparing estimates

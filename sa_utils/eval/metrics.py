@@ -19,7 +19,8 @@ from torch import nn
 
 from sa_utils.adapters.base import GenerativeAdapter
 from sa_utils.progress import progress_bar
-from sa_utils.runtime import settings_digest
+from sa_utils.runtime import cache_dir, settings_digest
+from sa_utils.storage.checkpoint import load_tensors, save_tensors, weights_digest
 
 
 @torch.no_grad()
@@ -112,7 +113,6 @@ def sampling_digest(adapter: GenerativeAdapter) -> str:
     """Digest of everything an adapter's samples depend on: every tensor of its model's state (weights
     and buffers, by name, dtype, shape and bytes), its class, its ``config()``, its plain settings
     (public attributes: guidance scale, sampler, steps, ...), the device type and the torch version."""
-    from sa_utils.storage.checkpoint import weights_digest
 
     h = hashlib.sha256(weights_digest(adapter.model).encode())
     plain = {
@@ -152,9 +152,6 @@ def generate_per_class(
     cache = getattr(adapter, "cache_samples", False) if cache is None else cache
     path = None
     if cache:
-        from sa_utils.runtime import cache_dir
-        from sa_utils.storage.checkpoint import load_tensors, save_tensors
-
         request = settings_digest({"classes": classes, "n": n_per_class, "seed": seed, "batch": batch_size})
         path = cache_dir() / "samples" / f"{sampling_digest(adapter)}-{request}.safetensors"
         if path.exists():

@@ -10,40 +10,47 @@ Full mode is the paper's CIFAR-10 setting on a GPU. Every expensive result is ca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from sa_utils.adapters.ddpm import DDPMAdapter
 from sa_utils.core.amnesia import SAConfig, SAResult, selective_amnesia
-from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher
+from sa_utils.core.fisher import DiagonalFisher, TimestepSum, diagonal_fisher, fisher_error
 from sa_utils.core.replay import frozen_copy
-from sa_utils.core.sources import ForgetSource
+from sa_utils.core.sources import DataSource, ForgetSource
 from sa_utils.core.surrogates import uniform_noise
 from sa_utils.data import load_cifar10, load_mnist
+from sa_utils.eval.metrics import generate_per_class
+from sa_utils.models import CIFARClassifier
 from sa_utils.models.unet import CIFAR_UNET, MNIST_UNET, UNetConfig, build_unet
-from sa_utils.runtime import cache_dir, default_device, resolve_mode, settings_digest
+from sa_utils.recipes import mnist_vae
+from sa_utils.recipes.base import Recipe, pick
+from sa_utils.runtime import cache_dir, default_device, settings_digest
 from sa_utils.storage.checkpoint import (
     CheckpointError,
     load_model,
     load_tensors,
     save_model,
+    save_tensors,
     tensors_digest,
     weights_digest,
 )
 from sa_utils.storage.shipped import MANIFEST, WEIGHTS_DIR  # noqa: F401  (used by scripts/train_base_ddpm.py)
 from sa_utils.storage.shipped import sha256 as _sha256  # noqa: F401
 from sa_utils.storage.shipped import shipped_file as shipped_weights
-from sa_utils.training import train_ddpm
+from sa_utils.training import classifier_accuracy, classifier_loss, fit, train_ddpm
 
 
 @dataclass(frozen=True)
-class DDPMRecipe:
+class DDPMRecipe(Recipe):
     """Every run-size knob of Part II; ``full`` follows the authors' CIFAR-10 settings."""
 
-    mode: str
+    MIN_CHECKPOINT_EVERY: ClassVar[int] = 50
+
     dataset: str
     unet: UNetConfig
     train_steps: int
@@ -97,17 +104,8 @@ class DDPMRecipe:
         }
 
     def sa_config(self, **overrides) -> SAConfig:
-        cfg = SAConfig(
-            lmbda=self.lmbda,
-            gamma=self.gamma,
-            steps=self.sa_steps,
-            lr=self.sa_lr,
-            grad_clip=self.grad_clip,
-            seed=self.seed,
-            checkpoint_every=max(self.sa_steps // 10, 50),
-            ema_decay=self.sa_ema,
-        )
-        return replace(cfg, **overrides)
+        """SA settings; the checkpoint cadence follows the recipe's ``sa_steps`` even when ``steps`` is overridden."""
+        return self.sa_settings(self.sa_steps, self.sa_lr, overrides, grad_clip=self.grad_clip, ema_decay=self.sa_ema)
 
 
 RECIPES = {
@@ -175,7 +173,8 @@ GPU_DEFAULT_MODE = "quick"
 
 
 def recipe(mode: str | None = None, **overrides) -> DDPMRecipe:
-    return replace(RECIPES[resolve_mode(mode, gpu_default=GPU_DEFAULT_MODE)], **overrides)
+    """The recipe for ``mode`` (quick on a GPU unless full is asked for), with overrides."""
+    return pick(RECIPES, mode, GPU_DEFAULT_MODE, **overrides)
 
 
 def _dir(r: DDPMRecipe) -> Path:
@@ -194,7 +193,8 @@ def dataset(name: str, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     raise ValueError(f"unknown dataset {name!r}; use 'mnist' or 'cifar10'")
 
 
-def adapter_for(r: DDPMRecipe, model: torch.nn.Module) -> DDPMAdapter:
+def adapter_for(model: torch.nn.Module, r: DDPMRecipe) -> DDPMAdapter:
+    """``model`` (a UNet) behind the DDPM adapter with the recipe's schedule, guidance and sampler."""
     return DDPMAdapter(
         model,
         r.unet,
@@ -227,7 +227,7 @@ def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress:
             _dir(r)
             / f"ddpm-{r.dataset}-train-{settings_digest({**r.train_settings(), 'steps': None})}.ckpt.safetensors"
         )
-        adapter = adapter_for(r, model)
+        adapter = adapter_for(model, r)
         losses = train_ddpm(
             adapter,
             x,
@@ -243,7 +243,7 @@ def pretrained_ddpm(r: DDPMRecipe, device: torch.device | None = None, progress:
         )
         save_model(model, path, {"settings": r.train_settings(), "losses_per_100_steps": losses})
     load_model(model, path)
-    return adapter_for(r, model.eval().to(device))
+    return adapter_for(model.eval().to(device), r)
 
 
 def training_curve(r: DDPMRecipe) -> list[float]:
@@ -255,11 +255,7 @@ def training_curve(r: DDPMRecipe) -> list[float]:
 def pretrained_classifier(r: DDPMRecipe, progress: bool = True) -> torch.nn.Module:
     """The independent evaluator: Part I's MNIST CNN, or a CIFAR-10 CNN trained here (cached)."""
     if r.dataset == "mnist":
-        from sa_utils.recipes import mnist_vae
-
         return mnist_vae.pretrained_classifier(mnist_vae.recipe(r.mode), progress=progress)
-    from sa_utils.models import CIFARClassifier
-    from sa_utils.training import classifier_accuracy, classifier_loss, fit
 
     epochs, batch, lr = 30, 128, 1e-3
     path = _dir(r) / f"classifier-e{epochs}-s{r.seed}.safetensors"
@@ -318,7 +314,6 @@ def model_pool(
     draws it with this function); its name is a digest of the weights and settings, so any other
     model or setting draws its own. ``draw=True`` ignores the shipped file and the cache.
     """
-    from sa_utils.eval.metrics import generate_per_class
 
     settings, name = pool_settings(base, r), pool_name(base, r)
     path = _dir(r) / name
@@ -332,7 +327,6 @@ def model_pool(
     x, c = generate_per_class(
         base, classes, r.pool_per_class, seed=r.seed + 1, batch_size=250, progress=progress, cache=False
     )  # this function keeps the pool itself
-    from sa_utils.storage.checkpoint import save_tensors
 
     save_tensors(path, {"x": x, "c": c}, settings)
     return x, c
@@ -408,7 +402,6 @@ def estimator_study(
     (chapter 7): the stratified sums with ``K`` in ``ks`` and the one-draw Fisher (the gradient of
     one random ``(t, eps)``, squared). Every estimate is cached; each row has the estimator, its
     seconds per sample, and :func:`sa_utils.core.fisher.fisher_error` against the exact one."""
-    from sa_utils.core.fisher import fisher_error
 
     exact = ddpm_fisher(base, r, pool, progress, estimator=TimestepSum(cond_drop=r.cond_drop), n=n)
     rows = [
@@ -503,13 +496,11 @@ def forget_class(
     if not r.replay_null:
         settings["replay_null"] = False
     run_dir = _dir(r) / "runs" / f"forget-{settings_digest(settings)}"
-    student = adapter_for(r, frozen_copy(base).model.train().requires_grad_(True))
+    student = adapter_for(frozen_copy(base).model.train().requires_grad_(True), r)
     shape = (r.unet.channels, r.unet.sample_size, r.unet.sample_size)
     forget_src = ForgetSource(uniform_noise(shape), forget, r.sa_batch, seed=r.seed, device=base.device)
     replay_src = None
     if cfg.gamma:
-        from sa_utils.core.sources import DataSource
-
         x, c = pool
         keep = c != forget
         if not r.replay_null:

@@ -8,7 +8,7 @@ cache, so chapter 5 reuses the CVAE chapter 2 trained and the Fisher chapter 3 c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,17 +22,17 @@ from sa_utils.core.sources import DataSource, ForgetSource, ReplaySource
 from sa_utils.core.surrogates import SurrogateFn, constant_image, other_class, uniform_noise
 from sa_utils.data import load_mnist
 from sa_utils.models import CVAE, CVAEConfig, MNISTClassifier
-from sa_utils.runtime import cache_dir, default_device, resolve_mode, settings_digest
+from sa_utils.recipes.base import Recipe, pick
+from sa_utils.runtime import cache_dir, default_device, settings_digest
 from sa_utils.storage.checkpoint import load_model, load_tensors, save_model, tensors_digest, weights_digest
 from sa_utils.storage.shipped import shipped_file
 from sa_utils.training import classifier_accuracy, classifier_loss, cvae_loss, fit
 
 
 @dataclass(frozen=True)
-class MNISTRecipe:
+class MNISTRecipe(Recipe):
     """Every run-size knob of Part I; ``full`` are the authors' settings."""
 
-    mode: str
     cvae_epochs: int
     classifier_epochs: int
     fisher_samples: int
@@ -58,15 +58,7 @@ class MNISTRecipe:
         if schedule not in ("main", "short"):
             raise ValueError(f"schedule must be 'main' or 'short', got {schedule!r}")
         steps, lr = (self.sa_steps, self.sa_lr) if schedule == "main" else (self.short_steps, self.short_lr)
-        cfg = SAConfig(
-            lmbda=self.lmbda,
-            gamma=self.gamma,
-            steps=steps,
-            lr=lr,
-            seed=self.seed,
-            checkpoint_every=max(steps // 10, 100),
-        )
-        return replace(cfg, **overrides)
+        return self.sa_settings(steps, lr, overrides)
 
 
 RECIPES = {
@@ -99,7 +91,7 @@ RECIPES = {
 
 def recipe(mode: str | None = None, **overrides) -> MNISTRecipe:
     """The recipe for ``mode`` (see :func:`sa_utils.runtime.resolve_mode`), with overrides."""
-    return replace(RECIPES[resolve_mode(mode)], **overrides)
+    return pick(RECIPES, mode, **overrides)
 
 
 def _mnist_dir() -> Path:
@@ -267,7 +259,6 @@ def forget_digits(
     lmbda: float | None = None,
     gamma: float | None = None,
     steps: int | None = None,
-    name: str | None = None,
     progress: bool = True,
     schedule: str = "main",
 ) -> tuple[VAEAdapter, SAResult]:
@@ -276,7 +267,7 @@ def forget_digits(
     ``lmbda=0`` drops EWC, ``gamma=0`` drops replay; ``schedule="short"`` uses the recipe's
     short schedule (ablations and sweeps: full mode stays within minutes on a CPU). Runs
     live in ``cache_dir()/mnist/runs/forget-<hash of settings>`` and resume from there, so
-    identical settings share one run whatever ``name`` (a label only) says.
+    identical settings share one run.
     """
     forget = [forget] if isinstance(forget, int) else sorted(set(forget))
     if any(not 0 <= d <= 9 for d in forget):
@@ -320,7 +311,6 @@ def learn_digits(
     steps: int = 1_000,
     lr: float = 1e-3,
     batch_size: int | None = None,
-    name: str | None = None,
     progress: bool = True,
 ) -> tuple[VAEAdapter, SAResult]:
     """Continue training a copy of ``base`` on *real* images of ``digits`` only (chapters 3-4).

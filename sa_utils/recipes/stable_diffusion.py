@@ -13,27 +13,44 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-# the book API of Part III also hands out these three, so a chapter needs no deeper module
-from sa_utils.adapters.sd import select_trainable  # noqa: E402,F401  (names of the weights a train_method trains)
+from sa_utils.adapters.sd import (
+    StableDiffusionAdapter,
+    select_trainable,  # noqa: F401  (book API: the weights a train_method trains)
+)
 from sa_utils.core.amnesia import CHECKPOINT, SAConfig, SAResult
-from sa_utils.core.fisher import DiagonalFisher
+from sa_utils.core.fisher import DiagonalFisher, TimestepSum
 from sa_utils.eval.detectors import Detector
+from sa_utils.eval.metrics import frechet_distance
+from sa_utils.progress import progress_bar
+from sa_utils.recipes.base import Recipe
 from sa_utils.recipes.worlds import CELEBRITIES_FULL, CELEBRITY_TEMPLATES, near_duplicates, world_for  # noqa: F401
 from sa_utils.runtime import cache_dir, default_device, resolve_mode, settings_digest
-from sa_utils.sd.common import read_prompts  # noqa: E402,F401  (a prompt file, one a line)
-from sa_utils.sd.imagesets import load_image_set  # noqa: E402,F401  (images, prompts, metadata of a set)
-from sa_utils.storage.checkpoint import read_metadata
+from sa_utils.sd.common import (
+    load_pipeline,
+    read_prompts,  # noqa: F401  (book API: a prompt file, one a line)
+)
+from sa_utils.sd.evaluate import safety_checker_off
+from sa_utils.sd.fisher import sd_fisher as run
+from sa_utils.sd.forget import sd_forget, split_forget_prompts
+from sa_utils.sd.imagesets import (
+    filter_image_set,
+    generate_image_set,
+    generate_images,
+    load_image_set,  # noqa: F401  (book API: images, prompts, settings of a set)
+    safety_flags,
+)
+from sa_utils.storage.checkpoint import load_tensors, read_metadata, save_tensors
 
 TINY = "tiny"  # quick mode's pipeline: the world the tinyworld plugin registers
 SD14 = "CompVis/stable-diffusion-v1-4"
 
 
 @dataclass(frozen=True)
-class SDRecipe:
+class SDRecipe(Recipe):
     """Every run-size knob of Part III; ``full`` is the authors' SD v1.4 recipe, made to run on one GPU.
 
     The authors' effective settings (github clear-nus/selective-amnesia: ``sd/main_forget.py``
@@ -49,7 +66,9 @@ class SDRecipe:
     (``recipe("full", schedule="one-gpu-short")``) or ``"quick"``; see :data:`SCHEDULES`.
     """
 
-    mode: str
+    CHECKPOINTS_PER_RUN: ClassVar[int] = 4
+    MIN_CHECKPOINT_EVERY: ClassVar[int] = 50
+
     pipeline: str
     """``"tiny"`` (the shipped tiny pipeline), a hub id or a local pipeline folder."""
     sample_steps: int
@@ -92,14 +111,10 @@ class SDRecipe:
     seed: int = 0
 
     def sa_config(self, **overrides) -> SAConfig:
-        steps = overrides.get("steps", self.sa_steps)
-        cfg = SAConfig(
-            lmbda=self.lmbda,
-            gamma=self.gamma,
-            steps=steps,
-            lr=self.sa_lr,
-            seed=self.seed,
-            checkpoint_every=max(steps // 4, 50),
+        return self.sa_settings(
+            overrides.get("steps", self.sa_steps),
+            self.sa_lr,
+            overrides,
             optimizer=self.optimizer,
             weight_decay=self.weight_decay,
             grad_accum=self.grad_accum,
@@ -107,11 +122,9 @@ class SDRecipe:
             mixed_precision=self.mixed_precision,
             ewc_dtype=self.ewc_dtype,
         )
-        return replace(cfg, **overrides)
 
     def fisher_estimator(self):
         """The :class:`sa_utils.core.fisher.TimestepSum` of ``fisher_timesteps``."""
-        from sa_utils.core.fisher import TimestepSum
 
         return TimestepSum(k=self.fisher_timesteps, chunk=self.fisher_timestep_chunk)
 
@@ -264,7 +277,6 @@ def pretrained_pipeline(r: SDRecipe, device: torch.device | str | None = None, t
 
 
 def adapter_for(pipe, r: SDRecipe, train_method: str = "full"):
-    from sa_utils.adapters.sd import StableDiffusionAdapter
 
     return StableDiffusionAdapter(pipe, train_method, r.guidance_scale, r.sample_steps, sample_batch=r.gen_batch)
 
@@ -274,7 +286,6 @@ def adapter_for(pipe, r: SDRecipe, train_method: str = "full"):
 
 def image_set(pipe, r: SDRecipe, prompts: list[str], n_per_prompt: int, progress: bool = True) -> Path:
     """An image set of the pretrained pipeline (cached, resumable): the replay or the surrogate set."""
-    from sa_utils.sd.imagesets import generate_image_set
 
     settings = {"pipeline": source_id(r), "prompts": prompts, "n": n_per_prompt, "seed": r.seed, **r.sampling()}
     return generate_image_set(
@@ -313,7 +324,6 @@ def replay_set(pipe, r: SDRecipe, prompts: list[str] | None = None, progress: bo
 def filtered_set(r: SDRecipe, source_dir: Path, detector: Detector, reason: str) -> Path:
     """``source_dir`` without the images ``detector`` flags, nor those the pipeline's safety checker
     blacked out while drawing them (cached): e.g. a replay set cleaned of the concept being forgotten."""
-    from sa_utils.sd.imagesets import filter_image_set, safety_flags
 
     images, _, _ = load_image_set(source_dir)
     keep = ~(detector(images).bool() | safety_flags(source_dir))
@@ -332,7 +342,6 @@ def sd_fisher(pipe, r: SDRecipe, replay_dir: Path, progress: bool = True) -> Dia
     estimator (``r.fisher_timesteps``: the authors' exact timestep sum, or a stratified one; the
     estimator is part of the cache key). A diagonal Fisher of a subset of the weights is the same
     numbers restricted to it: see :func:`restrict`."""
-    from sa_utils.sd.fisher import sd_fisher as run
 
     if pipe.unet.dtype != torch.float32:
         pipe = pretrained_pipeline(r, training=True)
@@ -395,8 +404,6 @@ def forget(
     ``steps``, ``lr``). A run that finished before is loaded, not repeated. With ``r.ema_decay``
     the returned pipeline holds the EMA weights, as the authors sample with theirs.
     """
-    from sa_utils.sd.common import load_pipeline
-    from sa_utils.sd.forget import sd_forget, split_forget_prompts
 
     if isinstance(forget_prompts, ForgetTask):
         task = forget_prompts
@@ -463,9 +470,6 @@ def images(
     ``raw=True`` draws with the safety checker off, for counting only: such images are neither
     cached nor meant to be shown (the tiny pipeline has no checker, so it changes nothing there).
     """
-    from sa_utils.sd.evaluate import safety_checker_off
-    from sa_utils.sd.imagesets import generate_images
-    from sa_utils.storage.checkpoint import load_tensors, save_tensors
 
     n = n_per_prompt or r.eval_per_prompt
     todo = [p for p in prompts for _ in range(n)]
@@ -521,7 +525,6 @@ def world_fd(pipe, r: SDRecipe, key: str, n: int = 256) -> float:
     true images of those same scenes, in the world's feature space (the tiny world: its identity
     detector's 64 features, its analogue of FID on COCO captions; lower is better); ``nan`` for a
     world without ground-truth images (real Stable Diffusion: compute FID on a caption set)."""
-    from sa_utils.eval.metrics import frechet_distance
 
     world = world_for(r)
     if not world.has_quality_reference:
@@ -556,7 +559,6 @@ class ForgetTask:
     @property
     def forget_pool(self) -> list[str]:
         """The prompts SA pairs with the surrogate images, one drawn per image."""
-        from sa_utils.sd.forget import split_forget_prompts
 
         return split_forget_prompts(self.forget_prompts)
 
@@ -605,7 +607,6 @@ def evaluate_task(
 ) -> dict[str, dict[str, float]]:
     """Detector rate of every pipeline (``{key: pipeline}``; keys as in :func:`images`) on every
     prompt set of ``task``: ``{key: {prompt set: rate}}``. Nudity on real SD is counted on raw images."""
-    from sa_utils.progress import progress_bar
 
     raw = task.target == "attribute" and world_for(r).raw_attribute_images
     out: dict[str, dict[str, float]] = {}

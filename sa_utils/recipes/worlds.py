@@ -18,6 +18,8 @@ import torch
 
 from sa_utils.eval.detectors import Detector, clip_detector, nudenet_detector
 from sa_utils.plugins import load_plugins
+from sa_utils.sd.common import load_pipeline
+from sa_utils.sd.generic_prompts import generic_prompts
 
 if TYPE_CHECKING:
     from sa_utils.recipes.stable_diffusion import SDRecipe
@@ -121,17 +123,14 @@ class HubWorld(World):
         return self.r.pipeline
 
     def pipeline(self, device, dtype):
-        from sa_utils.sd.common import load_pipeline
 
         return load_pipeline(self.r.pipeline, device, dtype)
 
     def replay_prompts(self, exclude_words=()):
-        from sa_utils.sd.generic_prompts import generic_prompts
 
         return generic_prompts(self.r.generic_replay_prompts, self.r.seed, exclude_words)
 
     def unrelated_prompts(self, n):
-        from sa_utils.sd.generic_prompts import generic_prompts
 
         drawn = generic_prompts(n + 200, self.r.seed + 1)
         clash = {a for a, _ in near_duplicates(drawn, self.replay_prompts())}  # equal ones included

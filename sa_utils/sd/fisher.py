@@ -21,6 +21,7 @@ import torch
 from sa_utils.core.fisher import (
     SINGLE,
     DiagonalFisher,
+    FisherSum,
     TimestepSum,
     sq_grad_sum_loop,
     sq_grad_sum_timestep_loop,
@@ -42,6 +43,11 @@ class _SingleProcess:
 
     def wait_for_everyone(self) -> None:
         pass
+
+
+def _chunk_len(n_images: int, k: int, chunk_size: int) -> int:
+    """Images in chunk ``k`` of a set of ``n_images``."""
+    return max(0, min(n_images, (k + 1) * chunk_size) - k * chunk_size)
 
 
 def chunk_batch(
@@ -126,8 +132,9 @@ def sd_fisher(
     if partial.exists():
         sums, meta = load_tensors(partial, device=adapter.device)
         done = list(meta["chunks_done"])
+        acc = FisherSum.of(sums, sum(_chunk_len(len(images), k, chunk_size) for k in done))
     else:
-        sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        acc = FisherSum(params)
     was_training = adapter.model.training
     adapter.model.eval()
     bar = progress_bar(
@@ -142,24 +149,23 @@ def sd_fisher(
                 break
             new += 1
             batch = chunk_batch(adapter, images, prompts, k, chunk_size, seed, with_noise=estimator is None)
-            for n, s in _sums(adapter, batch, method, chunk_size, estimator, k * chunk_size, seed).items():
-                sums[n].add_(s.float())
+            acc.add(_sums(adapter, batch, method, chunk_size, estimator, k * chunk_size, seed), len(batch["x"]))
             done.append(k)
             bar.update(1)
             if len(done) % checkpointing_steps == 0 or len(done) == len(mine):
-                save_tensors(partial, sums, {"chunks_done": done, "rank": rank, "world": world})
+                save_tensors(partial, acc.sums, {"chunks_done": done, "rank": rank, "world": world})
     finally:
         bar.close()
         adapter.model.train(was_training)
     if not mine:
-        save_tensors(partial, sums, {"chunks_done": [], "rank": rank, "world": world})
+        save_tensors(partial, acc.sums, {"chunks_done": [], "rank": rank, "world": world})
     if len(done) < len(mine):  # stopped early by max_chunks
-        save_tensors(partial, sums, {"chunks_done": done, "rank": rank, "world": world})
+        save_tensors(partial, acc.sums, {"chunks_done": done, "rank": rank, "world": world})
         return None
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    total = None
+    total = FisherSum.of({}, 0)
     for r in range(world):
         part, meta = load_tensors(folder / f"partial-rank{r}-of{world}.safetensors")
         expected = list(range(r, n_chunks, world))
@@ -168,17 +174,10 @@ def sd_fisher(
                 f"rank {r} of {world} finished chunks {sorted(meta['chunks_done'])[:5]}..., expected "
                 f"{len(expected)} chunks; rerun the same command to finish"
             )
-        total = part if total is None else {n: total[n] + part[n] for n in total}
-    values = {n: v / len(images) for n, v in total.items()}
-    for n, v in values.items():
-        if not torch.isfinite(v).all():
-            raise FloatingPointError(
-                f"non-finite Fisher values in {n}: the UNet's loss overflowed on the replay set "
-                "(try --mixed_precision no)"
-            )
-    fisher = DiagonalFisher(
-        values,
-        len(images),
+        total.merge(FisherSum.of(part, sum(_chunk_len(len(images), k, chunk_size) for k in expected)))
+    if total.count != len(images):
+        raise RuntimeError(f"the partial Fisher sums hold {total.count} images, the replay set {len(images)}")
+    fisher = total.fisher(
         {
             "method": method,
             "seed": seed,
@@ -187,6 +186,7 @@ def sd_fisher(
             "processes": world,
             "estimator": est_name,
         },
+        overflow="the UNet's loss overflowed on the replay set (try --mixed_precision no)",
     )
     fisher.save(final)
     return fisher

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sa_utils.core.sources import TensorBatches
-from sa_utils.eval.metrics import accuracy
+from sa_utils.core.sources import DataSource, TensorBatches
+from sa_utils.eval.metrics import accuracy, classify
 from sa_utils.progress import progress_bar
-from sa_utils.storage.checkpoint import load_tensors, optimizer_from_tensors, optimizer_to_tensors, save_tensors
+from sa_utils.runtime import step_generator
+from sa_utils.storage.train_state import load_train_state, save_train_state
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -45,9 +46,7 @@ def fit(
     losses: list[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        tensors, meta = load_tensors(checkpoint, device=device)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+        _, meta = load_train_state(checkpoint, {"model": model}, {"optim": optimizer}, device=device)
         losses, start = list(meta["losses"]), int(meta["epoch"])
     data = TensorBatches(x, y, batch_size, seed)
     g = torch.Generator().manual_seed(seed + 1)
@@ -71,11 +70,8 @@ def fit(
             total, count = total + loss.item() * len(xb), count + len(xb)
         losses.append(total / count)
         if checkpoint is not None:
-            opt_t, opt_m = optimizer_to_tensors(optimizer)
-            save_tensors(
-                checkpoint,
-                {**{f"model.{k}": v for k, v in model.state_dict().items()}, **opt_t},
-                {"optimizer": opt_m, "losses": losses, "epoch": epoch + 1},
+            save_train_state(
+                checkpoint, {"model": model}, {"optim": optimizer}, metadata={"losses": losses, "epoch": epoch + 1}
             )
     model.eval()
     return losses
@@ -93,7 +89,6 @@ def classifier_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, g: torch
 
 @torch.no_grad()
 def classifier_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
-    from sa_utils.eval.metrics import classify
 
     probs, _ = classify(model, x, batch_size)
     return accuracy(probs, y)
@@ -129,9 +124,6 @@ def train_ddpm(
     """
     from diffusers.training_utils import EMAModel
 
-    from sa_utils.core.sources import DataSource
-    from sa_utils.runtime import step_generator
-
     model = adapter.model
     device = adapter.device
     params = list(model.parameters())
@@ -141,12 +133,10 @@ def train_ddpm(
     losses: list[float] = []
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        tensors, meta = load_tensors(checkpoint, device=device)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        groups, meta = load_train_state(checkpoint, {"model": model}, {"optim": optimizer}, ("ema",), device=device)
         for shadow, n in zip(ema.shadow_params, names):
-            shadow.copy_(tensors[f"ema.{n}"])
+            shadow.copy_(groups["ema"][n])
         ema.optimization_step = int(meta["step"])
-        optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
         losses, start = list(meta["losses"]), int(meta["step"])
     data = DataSource(x, y, batch_size, seed=seed, device=device)
     null = adapter.null_class
@@ -180,13 +170,13 @@ def train_ddpm(
         bar.update(1)
         done = step + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == steps):
-            opt_t, opt_m = optimizer_to_tensors(optimizer)
-            tensors = {
-                **{f"model.{k}": v for k, v in model.state_dict().items()},
-                **{f"ema.{n}": s for n, s in zip(names, ema.shadow_params)},
-                **opt_t,
-            }
-            save_tensors(checkpoint, tensors, {"optimizer": opt_m, "losses": losses, "step": done})
+            save_train_state(
+                checkpoint,
+                {"model": model},
+                {"optim": optimizer},
+                {"ema": dict(zip(names, ema.shadow_params))},
+                {"losses": losses, "step": done},
+            )
     bar.close()
     ema.copy_to(params)
     model.eval()

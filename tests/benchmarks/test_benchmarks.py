@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import mnist_available
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 

@@ -195,7 +195,7 @@ def test_two_processes_on_one_run_folder_give_one_result(tmp_path):
     import sys
     from pathlib import Path
 
-    code = _TWO_PROCESS_RUN.format(tests=str(Path(__file__).parent), run=str(tmp_path / "run"))
+    code = _TWO_PROCESS_RUN.format(tests=str(Path(__file__).parents[1]), run=str(tmp_path / "run"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)

@@ -1,7 +1,7 @@
 """Every chapter opens the way CONTRIBUTING.md says, so that it launches on Colab and tells
 the reader what a run costs; the back matter pages are in the book.
 
-Fast (reads the notebooks' JSON); the rendered pages are checked in tests/test_browser.py.
+Fast (reads the notebooks' JSON); the rendered pages are checked in tests/book/test_browser.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 DOCS = [ch["file"] for part in TOC["parts"] for ch in part["chapters"]]

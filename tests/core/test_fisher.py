@@ -107,3 +107,20 @@ class _ConvAdapter(GenerativeAdapter):
 
     def sample(self, c, generator=None):
         return torch.rand(len(c), 1, 8, 8, generator=generator)
+
+
+def test_fisher_sum_merges_partial_sums_into_the_same_fisher(tiny_vae, tiny_batches):
+    """The one accumulator: two halves added separately and merged give diagonal_fisher's values."""
+    from sa_utils.core.fisher import FisherSum, diagonal_fisher, sq_grad_sum_loop
+
+    whole = diagonal_fisher(tiny_vae, tiny_batches, method="loop", seed=3, progress=False)
+    g = torch.Generator().manual_seed(3)  # diagonal_fisher draws each batch's noise from one generator
+    halves = [FisherSum(tiny_vae.trainable_parameters()), FisherSum(tiny_vae.trainable_parameters())]
+    for i, batch in enumerate(tiny_batches):
+        halves[i % 2].add(sq_grad_sum_loop(tiny_vae, tiny_vae.draw_noise(batch, g)), len(batch["x"]))
+    merged = FisherSum.of({}, 0).merge(halves[0]).merge(halves[1]).fisher({})
+    assert merged.n_samples == whole.n_samples == sum(len(b["x"]) for b in tiny_batches)
+    for n, v in whole.values.items():
+        torch.testing.assert_close(merged.values[n], v, rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="no samples"):
+        FisherSum(tiny_vae.trainable_parameters()).fisher({})

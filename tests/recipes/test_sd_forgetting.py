@@ -1,6 +1,6 @@
 """Issue 4's done criteria on the shipped tiny pipeline, with the chapters' quick-mode code path.
 
-Runs after tests/test_book.py executed chapters 8 and 9, so the SA runs and the evaluation
+Runs after tests/book/test_book.py executed chapters 8 and 9, so the SA runs and the evaluation
 images come from the cache in seconds; alone, this file computes them (several minutes: the
 quick recipe's Fisher is a 20-timestep stratified sum, about 0.15 s per replay image).
 """

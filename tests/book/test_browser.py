@@ -1,6 +1,6 @@
 """The built book in a real browser: every page loads offline, renders and links to Colab.
 
-Runs after ``tests/test_book.py`` in the same pytest session (pytest collects the files in
+Runs after ``tests/book/test_book.py`` in the same pytest session (pytest collects the files in
 name order, and "test_book" sorts before "test_browser"); that test executes the chapters
 and builds the book into ``_build/executed/_build/html``. Set ``SA_BOOK_HTML`` to check
 another build (e.g. a quick unexecuted one while editing pages).
@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HTML = Path(os.environ.get("SA_BOOK_HTML", ROOT / "_build" / "executed" / "_build" / "html")).resolve()
 SHOTS = ROOT / "_build" / "screenshots"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -134,7 +134,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def site():
     """Base URL of the built book served on 127.0.0.1 (ephemeral port)."""
     if not (HTML / "index.html").exists():
-        unavailable(f"no built book at {HTML}: run `make test` (tests/test_book.py builds it) or `make book` first")
+        unavailable(
+            f"no built book at {HTML}: run `make test` (tests/book/test_book.py builds it) or `make book` first"
+        )
     server = http.server.ThreadingHTTPServer((LOCAL, 0), functools.partial(_QuietHandler, directory=str(HTML)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

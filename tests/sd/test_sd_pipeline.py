@@ -349,7 +349,7 @@ def test_shipping_a_pipeline_checks_every_file(tiny_model, tmp_path, monkeypatch
     from tinyworld import shipped
 
     spec = importlib.util.spec_from_file_location(
-        "ship_tiny_sd", Path(__file__).parents[1] / "scripts" / "ship_tiny_sd.py"
+        "ship_tiny_sd", Path(__file__).parents[2] / "scripts" / "ship_tiny_sd.py"
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
