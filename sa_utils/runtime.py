@@ -86,3 +86,14 @@ def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> 
 def settings_digest(obj) -> str:
     """10 hex digits that name a cached result by the settings that made it (JSON, sorted keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The ``--mixed_precision`` / ``SAConfig.mixed_precision`` names and their dtypes (one map for all)."""
+
+
+def precision_dtype(name: str) -> torch.dtype:
+    """The dtype of a mixed-precision name: ``"no"`` (float32), ``"bf16"`` or ``"fp16"``."""
+    if name not in PRECISIONS:
+        raise ValueError(f"mixed precision must be one of {sorted(PRECISIONS)}, got {name!r}")
+    return PRECISIONS[name]

@@ -27,7 +27,7 @@ from sa_utils.adapters.base import Batch, GenerativeAdapter
 from sa_utils.core.ewc import EWCPenalty
 from sa_utils.core.fisher import DiagonalFisher
 from sa_utils.progress import progress_bar
-from sa_utils.runtime import step_generator
+from sa_utils.runtime import PRECISIONS, precision_dtype, step_generator
 from sa_utils.storage.checkpoint import (
     CheckpointError,
     read_metadata,
@@ -100,7 +100,7 @@ class SAConfig:
             bad("fused", "True (fused Adam kernel where supported) or False (PyTorch's default Adam)")
         if self.optimizer not in ("adam", "adamw"):
             bad("optimizer", "'adam' or 'adamw'")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):  # the keys of _AMP (defined below)
+        if self.mixed_precision not in PRECISIONS:
             bad("mixed_precision", "'no', 'bf16' or 'fp16'")
         if self.ewc_dtype not in (None, "float16", "bfloat16", "float32"):
             bad("ewc_dtype", "None, 'float16', 'bfloat16' or 'float32'")
@@ -212,7 +212,7 @@ def _train(
     ewc_dtype = getattr(torch, config.ewc_dtype) if config.ewc_dtype else None
     ewc = EWCPenalty(params, fisher.to(adapter.device), anchor, dtype=ewc_dtype) if use_ewc else None
     device_type = adapter.device.type
-    amp_dtype = _AMP[config.mixed_precision]
+    amp_dtype = None if config.mixed_precision == "no" else precision_dtype(config.mixed_precision)
     scaler = torch.amp.GradScaler(device_type, enabled=config.mixed_precision == "fp16")
 
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
@@ -348,9 +348,6 @@ def adam_options(params, fused: bool) -> dict:
         len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
     )
     return {"fused": True} if fused and ok else {}
-
-
-_AMP = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _save_checkpoint(

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from sa_utils.runtime import PRECISIONS, precision_dtype
+
 
 def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
@@ -53,7 +55,7 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument(
         "--mixed_precision",
         default="no",
-        choices=["no", "fp16", "bf16"],
+        choices=list(PRECISIONS),
         help="half precision for generation (pipeline weights) or training (autocast); 'no' on a CPU",
     )
     p.add_argument("--num_inference_steps", type=int, default=50, help="sampler steps per generated image")
@@ -429,7 +431,7 @@ def _run(args: argparse.Namespace) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())
     set_seed(args.seed)
     progress = not args.no_progress and state.is_main_process
-    half = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.mixed_precision]
+    half = precision_dtype(args.mixed_precision)
 
     if args.step == "images":
         from sa_utils.sd.imagesets import generate_image_set

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from sa_utils.adapters.sd import select_trainable
 from sa_utils.core.amnesia import CHECKPOINT, SAConfig, SAResult, selective_amnesia
 from sa_utils.core.fisher import DiagonalFisher
 from sa_utils.core.sources import PairedSource
@@ -174,10 +175,7 @@ def sd_forget(
         replay_src = PairedSource(
             encode_set(adapter, rep_images, config.seed + 2), emb, index, batch_size, config.seed + 3, dev
         )
-    adapter.model.requires_grad_(False)
-    from sa_utils.adapters.sd import select_trainable
-
-    select_trainable(adapter.model, adapter.train_method)
+    select_trainable(adapter.model, adapter.train_method)  # the adapter's selection, whatever was changed since
     result = selective_amnesia(
         adapter,
         forget_src,
