@@ -254,14 +254,68 @@ def optimizer_text(t: dict) -> list[str]:
     return lines + [""]
 
 
-def stored_section(title: str, name: str, command: str, body) -> list[str]:
+def stored_section(title: str, name: str, command: str, body, missing: str | None = None) -> list[str]:
     """A section shown from ``benchmarks/results/<name>.json`` (written by its own command)."""
     path = HERE / "results" / f"{name}.json"
     lines = [f"## {title}", ""]
     if not path.exists():
-        return lines + [f"Not measured yet: run `{command}`.", ""]
+        return lines + [missing or f"Not measured yet: run `{command}`.", ""]
     t = json.loads(path.read_text())
     return lines + [f"Measured by `{command}` on {t['date']}.", ""] + body(t)
+
+
+def gpu_check_text(t: dict) -> list[str]:
+    """Section 12 from ``benchmarks/results/gpu_check.json`` (``benchmarks/gpu_check.py`` on a lent GPU)."""
+    m, sec = t["machine"], t["sections"]
+    lines = [f"Device: {m['device']} ({m.get('gpu_memory_gib', 0):.0f} GiB), torch {m['torch']}, CUDA {m['cuda']}."]
+    if t.get("smoke"):
+        lines.append("**This is a smoke run (tiny sizes): its figures say nothing about a GPU.**")
+    rows = []
+    vae = sec.get("vae", {})
+    if "sa_ms_per_step" in vae:
+        rows.append(
+            [
+                "VAE, authors' SA settings",
+                f"{vae['sa_ms_per_step']:.1f} ms / step",
+                f"{vae['peak_gib']:.2f}" if vae.get("peak_gib") else "-",
+                f"Fisher of {vae['fisher_samples']:,} samples: {vae['fisher_s']:.1f} s",
+            ]
+        )
+    ddpm = sec.get("ddpm", {})
+    if "sa_s_per_step" in ddpm:
+        rows.append(
+            [
+                f"CIFAR-10 DDPM ({ddpm['params']:,} parameters), batch {ddpm['batch']}",
+                f"{ddpm['sa_s_per_step']:.3f} s / step",
+                f"{ddpm['peak_gib']:.2f}" if ddpm.get("peak_gib") else "-",
+                f"exact Fisher ({ddpm['fisher_timesteps']}): {ddpm['fisher_s_per_image']:.1f} s / image",
+            ]
+        )
+    sd = sec.get("sd", {})
+    for method, row in sd.get("train_methods", {}).items():
+        fit = ", ".join(k for k, ok in (row.get("fits") or {}).items() if ok) or "none of 16-80 GB"
+        rows.append(
+            [
+                f"SD v1.4 512x512, {method}",
+                f"{row['sa_s_per_step']:.2f} s / step",
+                f"{row['peak_gib']:.2f}" if row.get("peak_gib") else "-",
+                f"fits: {fit}",
+            ]
+        )
+    if "fisher" in sd:
+        rows.append(
+            [
+                "SD v1.4 exact Fisher",
+                "-",
+                "-",
+                f"{sd['fisher']['s_per_image_exact_extrapolated']:.0f} s / image (from "
+                f"{sd['fisher']['timesteps_measured']} timesteps)",
+            ]
+        )
+    for name, s in sec.items():
+        if "error" in s or "skipped" in s:
+            rows.append([name, "-", "-", s.get("error") or s.get("skipped")])
+    return lines + ["", markdown_table(["run", "time", "peak GiB", "notes"], rows), ""]
 
 
 def render(res: dict, args) -> str:
@@ -405,6 +459,18 @@ def render(res: dict, args) -> str:
             "python benchmarks/sa_step.py --optimizers --store",
             optimizer_text,
         ),
+        *stored_section(
+            "12. The GPU check",
+            "gpu_check",
+            "python benchmarks/gpu_check.py --out DIR",
+            gpu_check_text,
+            missing="Not run yet: no GPU machine has been lent to this project's sessions so far. "
+            "`benchmarks/gpu_check.py` is the one command to run when one is (CONTRIBUTING.md, "
+            "\"When a GPU is lent\"): the VAE at the authors' SA settings, the authors' CIFAR-10 UNet and "
+            "Stable Diffusion v1.4's real components at 512x512 (step time, peak memory, the fit on "
+            "16 / 24 / 40 / 80 GB cards, the exact Fisher's seconds per image); its JSON, copied to "
+            "`benchmarks/results/gpu_check.json`, fills this section.",
+        ),
         "## Reproduce",
         "",
         "```bash",
@@ -417,6 +483,7 @@ def render(res: dict, args) -> str:
         "python benchmarks/sampler_steps.py           # section 9: DDIM steps vs sample quality",
         "python benchmarks/sa_schedule.py             # section 10: Part I SA steps vs the ablation's numbers",
         "python benchmarks/sa_step.py --optimizers --store  # section 11: fused Adam, joined batches",
+        "python benchmarks/gpu_check.py --out DIR     # section 12: on a lent GPU, once (CONTRIBUTING.md)",
         "```",
         "",
     ]

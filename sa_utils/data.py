@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision import datasets
 
 from sa_utils.runtime import data_dir
 
@@ -33,6 +32,8 @@ def load_mnist(
     root = Path(root) if root is not None else data_dir()
     raw = root / "MNIST" / "raw"
     have_files = all((raw / f).exists() or (raw / (f + ".gz")).exists() for f in _RAW_FILES)
+    from torchvision import datasets  # imported here: the rest of sa_utils runs without torchvision
+
     try:
         ds = datasets.MNIST(str(root), train=train, download=download and not have_files)
     except Exception as err:  # network errors come in many types
@@ -56,6 +57,8 @@ def load_cifar10(
     """
     root = Path(root) if root is not None else data_dir()
     folder = root / "cifar-10-batches-py"
+    from torchvision import datasets
+
     try:
         ds = datasets.CIFAR10(str(root), train=train, download=download and not folder.exists())
     except Exception as err:

@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 
+from sa_utils.models.sd_configs import SD_BETAS
 from tinyworld.tokenizer import MAX_LENGTH, VOCAB_SIZE, clip_tokenizer
 
-SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
-"""SD v1.x's noise schedule (shared by its training and sampling schedulers)."""
 SD_SCHEDULER_EXTRAS = {"steps_offset": 1, "clip_sample": False, "set_alpha_to_one": False}
 
 

@@ -12,6 +12,9 @@ from typing import Any
 
 import torch
 
+SD_BETAS = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+"""SD v1.x's noise schedule (shared by its training and sampling schedulers)."""
+
 CLIP_VOCAB_SIZE = 49_408
 """Tokens of CLIP's BPE vocabulary (SD v1.x's tokenizer)."""
 
