@@ -19,7 +19,7 @@ LAYERS = [
     ("sa_utils.storage",),
     ("sa_utils.data", "sa_utils.models"),
     ("sa_utils.adapters",),
-    ("sa_utils.core",),
+    ("sa_utils.core", "sa_utils.erasure"),
     ("sa_utils.training", "sa_utils.eval"),
     ("sa_utils.sd",),
     ("sa_utils.recipes",),
@@ -120,7 +120,18 @@ def test_the_package_reads_as_its_layers():
     top = sorted(p.stem for p in (ROOT / "sa_utils").glob("*.py") if p.stem != "__init__")
     assert top == ["data", "plugins", "progress", "runtime"], top
     folders = sorted(p.name for p in (ROOT / "sa_utils").iterdir() if (p / "__init__.py").exists())
-    assert folders == ["adapters", "chapter", "core", "eval", "models", "recipes", "sd", "storage", "training"]
+    assert folders == [
+        "adapters",
+        "chapter",
+        "core",
+        "erasure",
+        "eval",
+        "models",
+        "recipes",
+        "sd",
+        "storage",
+        "training",
+    ]
 
 
 def names_used(path: Path) -> set[str]:

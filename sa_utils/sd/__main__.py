@@ -248,7 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8, help="images per pipeline call")
     _add_import_fisher_parser(sub)
     _add_prompts_parser(sub)
+    _add_erase_parser(sub)
     return parser
+
+
+def _add_erase_parser(sub) -> None:
+    p = sub.add_parser("erase", help="another erasure method (UCE) on the UNet, for comparing SA with it")
+    _common(p)
+    p.add_argument("--method", required=True, choices=["uce"], help="uce: closed-form cross-attention edit")
+    p.add_argument("--erase_concept", action="append", required=True, help="a concept to erase (repeatable)")
+    p.add_argument(
+        "--guide_concept", action="append", default=[], help="what each erased concept maps to (default: '')"
+    )
+    p.add_argument("--preserve_concept", action="append", default=[], help="a concept to keep (repeatable)")
+    p.add_argument("--erase_scale", type=_number(float, 0), default=1.0)
+    p.add_argument("--preserve_scale", type=_number(float, 0), default=1.0)
+    p.add_argument("--lamb", type=_number(float, 0), default=0.5, help="weight of ||W - W_old||^2 (authors: 0.5)")
 
 
 def _timesteps_arg(value: str) -> int | str | None:
@@ -377,6 +392,28 @@ def _import_fisher(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from sa_utils.erasure.uce import UCEConfig
+    from sa_utils.sd.common import load_pipeline
+    from sa_utils.sd.erase import sd_erase
+
+    try:  # bad concepts fail here, before the pipeline is loaded
+        config = UCEConfig(
+            tuple(args.erase_concept),
+            tuple(args.guide_concept),
+            tuple(args.preserve_concept),
+            args.erase_scale,
+            args.preserve_scale,
+            args.lamb,
+        )
+    except ValueError as err:
+        raise SystemExit(f"erase: {err}") from None
+    pipe = load_pipeline(args.pretrained_model_name_or_path, "cuda" if torch.cuda.is_available() else "cpu")
+    out = sd_erase(pipe, args.method, config, args.output_dir, str(args.pretrained_model_name_or_path))
+    print(f"erased with {args.method}: {out}")
+    return 0
+
+
 def _pairs(items: list[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
@@ -421,6 +458,8 @@ def _run(args: argparse.Namespace) -> int:
         return _import_fisher(args)
     if args.step == "prompts":
         return _prompts(args)
+    if args.step == "erase":
+        return _erase(args)
     from accelerate import PartialState
     from accelerate.utils import set_seed
 

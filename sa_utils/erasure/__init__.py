@@ -1,0 +1,8 @@
+"""Other concept-erasure methods, for comparing SA with them (Part IV; issue 17).
+
+* :mod:`.uce` -- Unified Concept Editing (Gandikota et al., WACV 2024): closed-form edit of the
+  cross-attention key and value projections.
+
+Each method takes the same :class:`sa_utils.adapters.sd.StableDiffusionAdapter` as SA and writes
+a pipeline folder plain diffusers loads (``python -m sa_utils.sd erase``).
+"""

@@ -1,0 +1,44 @@
+"""Another erasure method on any diffusers Stable Diffusion pipeline, in the run-folder conventions of
+the five SA steps: ``output_dir/settings.json`` (a rerun with other settings is refused),
+``output_dir/pipeline/`` (plain ``StableDiffusionPipeline.from_pretrained`` loads it) and
+``output_dir/results.json`` (what the edit changed, how long it took).
+
+    python -m sa_utils.sd erase --method uce --pretrained_model_name_or_path MODEL \\
+        --erase_concept "brad pitt" --guide_concept "a middle aged man" --output_dir runs/uce-brad-pitt
+
+Methods: ``uce`` (:mod:`sa_utils.erasure.uce`, closed form, seconds). The naive baseline (the
+surrogate term alone, no EWC, no replay) is the SA step itself: ``forget --lmbda 0 --gamma 0``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from sa_utils.adapters.sd import StableDiffusionAdapter
+from sa_utils.erasure.uce import UCEConfig, apply_uce
+from sa_utils.sd.common import claim_run_folder
+
+STEP = "erase"
+METHODS = ("uce",)
+
+
+def sd_erase(pipe, method: str, config: UCEConfig, output_dir: str | Path, source: str) -> Path:
+    """Erase with ``method`` and save the edited pipeline; a finished run folder is returned as it is."""
+    if method not in METHODS:
+        raise ValueError(f"unknown erasure method {method!r}; choose one of {METHODS}")
+    folder = claim_run_folder(output_dir, {"method": method, "config": config.to_dict(), "pipeline": source}, STEP)
+    out = folder / "pipeline"
+    if (out / "model_index.json").exists() and (folder / "results.json").exists():
+        return out
+    adapter = StableDiffusionAdapter(pipe, "full")
+    start = time.perf_counter()
+    change = apply_uce(adapter, config)
+    seconds = time.perf_counter() - start
+    pipe.save_pretrained(out, safe_serialization=True)
+    (folder / "results.json").write_text(
+        json.dumps({"method": method, "seconds": seconds, "layers": len(change), "relative_change": change}, indent=2)
+        + "\n"
+    )
+    return out
