@@ -253,9 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_erase_parser(sub) -> None:
-    p = sub.add_parser("erase", help="another erasure method (UCE) on the UNet, for comparing SA with it")
+    p = sub.add_parser("erase", help="another erasure method (UCE, ESD) on the UNet, for comparing SA with it")
     _common(p)
-    p.add_argument("--method", required=True, choices=["uce"], help="uce: closed-form cross-attention edit")
+    p.set_defaults(guidance_scale=3.0)  # ESD's sampling guidance (the authors' esd_sd.py)
+    p.add_argument(
+        "--method",
+        required=True,
+        choices=["uce", "esd-x", "esd-u"],
+        help="uce: closed-form cross-attention edit; esd-x / esd-u: ESD fine-tuning inside / outside cross-attention",
+    )
     p.add_argument("--erase_concept", action="append", required=True, help="a concept to erase (repeatable)")
     p.add_argument(
         "--guide_concept", action="append", default=[], help="what each erased concept maps to (default: '')"
@@ -263,7 +269,11 @@ def _add_erase_parser(sub) -> None:
     p.add_argument("--preserve_concept", action="append", default=[], help="a concept to keep (repeatable)")
     p.add_argument("--erase_scale", type=_number(float, 0), default=1.0)
     p.add_argument("--preserve_scale", type=_number(float, 0), default=1.0)
-    p.add_argument("--lamb", type=_number(float, 0), default=0.5, help="weight of ||W - W_old||^2 (authors: 0.5)")
+    p.add_argument("--lamb", type=_number(float, 0), default=0.5, help="UCE: weight of ||W - W_old||^2 (authors: 0.5)")
+    p.add_argument("--erase_from", default=None, help="ESD: the prompt to erase the concept from (default: itself)")
+    p.add_argument("--iterations", type=_number(int, 1), default=200, help="ESD: training iterations (authors: 200)")
+    p.add_argument("--learning_rate", type=_number(float, 0, strict=True), default=5e-5, help="ESD: Adam's lr")
+    p.add_argument("--negative_guidance", type=float, default=2.0, help="ESD: guidance away from the concept")
 
 
 def _timesteps_arg(value: str) -> int | str | None:
@@ -393,11 +403,13 @@ def _import_fisher(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
+    from sa_utils.erasure.esd import ESDConfig
     from sa_utils.erasure.uce import UCEConfig
     from sa_utils.sd.common import load_pipeline
     from sa_utils.sd.erase import sd_erase
 
-    try:  # bad concepts fail here, before the pipeline is loaded
+    # bad settings fail here (a ValueError: one line from main), before the pipeline is loaded
+    if args.method == "uce":
         config = UCEConfig(
             tuple(args.erase_concept),
             tuple(args.guide_concept),
@@ -406,10 +418,24 @@ def _erase(args: argparse.Namespace) -> int:
             args.preserve_scale,
             args.lamb,
         )
-    except ValueError as err:
-        raise SystemExit(f"erase: {err}") from None
+    else:
+        if len(args.erase_concept) != 1:
+            raise ValueError(f"ESD erases one concept per run, got {len(args.erase_concept)} --erase_concept")
+        config = ESDConfig(
+            args.erase_concept[0],
+            args.method,
+            args.erase_from,
+            args.iterations,
+            args.learning_rate,
+            args.negative_guidance,
+            args.guidance_scale,
+            args.num_inference_steps,
+            args.seed,
+        )
     pipe = load_pipeline(args.pretrained_model_name_or_path, "cuda" if torch.cuda.is_available() else "cpu")
-    out = sd_erase(pipe, args.method, config, args.output_dir, str(args.pretrained_model_name_or_path))
+    out = sd_erase(
+        pipe, args.method, config, args.output_dir, str(args.pretrained_model_name_or_path), not args.no_progress
+    )
     print(f"erased with {args.method}: {out}")
     return 0
 
