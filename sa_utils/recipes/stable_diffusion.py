@@ -11,6 +11,7 @@ first time, and a run that was interrupted resumes.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,8 @@ from sa_utils.adapters.sd import (
 )
 from sa_utils.core.amnesia import CHECKPOINT, SAConfig, SAResult
 from sa_utils.core.fisher import DiagonalFisher, TimestepSum
+from sa_utils.erasure.esd import ESDConfig
+from sa_utils.erasure.uce import UCEConfig
 from sa_utils.eval.detectors import Detector
 from sa_utils.eval.metrics import frechet_distance
 from sa_utils.progress import progress_bar
@@ -33,6 +36,7 @@ from sa_utils.sd.common import (
     load_pipeline,
     read_prompts,  # noqa: F401  (book API: a prompt file, one a line)
 )
+from sa_utils.sd.erase import sd_erase
 from sa_utils.sd.evaluate import safety_checker_off
 from sa_utils.sd.fisher import sd_fisher as run
 from sa_utils.sd.forget import sd_forget, split_forget_prompts
@@ -455,6 +459,41 @@ def forget(
     )
     pipe.unet.eval()
     return ForgetRun(pipe, folder, result, settings)
+
+
+@dataclass
+class EraseRun:
+    """A finished run of another erasure method: the new pipeline, its folder and its results."""
+
+    pipeline: Any
+    folder: Path
+    method: str
+    results: dict
+
+    @property
+    def key(self) -> str:
+        """The run's name in the image cache (see :func:`images`)."""
+        return self.folder.name
+
+
+def erase(r: SDRecipe, task: ForgetTask, method: str, progress: bool = True, **settings) -> EraseRun:
+    """Erase ``task``'s target with another method (cached, resumable): ``"uce"`` maps the forget
+    prompts onto the task's surrogate prompt (:mod:`sa_utils.erasure.uce`), ``"esd-x"`` / ``"esd-u"``
+    fine-tune away from them (:mod:`sa_utils.erasure.esd`; one forget prompt per run, the task's first).
+    ``settings`` override the method's defaults (the authors'), e.g. ``iterations=50``."""
+
+    pool = task.forget_pool
+    if method == "uce":
+        config = UCEConfig(tuple(pool), (task.surrogate_prompt,) * len(pool), **settings)
+    else:
+        config = ESDConfig(pool[0], method, **{"seed": r.seed, **settings})
+    folder = _dir("erase", {"pipeline": source_id(r), "method": method, "config": config.to_dict()})
+    done = folder / "pipeline" / "model_index.json"
+    if not (done.exists() and (folder / "results.json").exists()):
+        sd_erase(pretrained_pipeline(r, training=True), method, config, folder, source_id(r), progress)
+    device = default_device()
+    pipe = load_pipeline(folder / "pipeline", device, _dtype(r, device, training=False))
+    return EraseRun(pipe, folder, method, json.loads((folder / "results.json").read_text()))
 
 
 # -- step 5: evaluation ----------------------------------------------------------------------

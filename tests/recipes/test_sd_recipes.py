@@ -179,3 +179,23 @@ def test_near_duplicates_sees_prefixed_prompts():
         ("An image of a red car", "a red car")
     ]
     assert not stable_diffusion.near_duplicates(["a red car"], ["a red cart"])
+
+
+def test_other_erasure_methods_run_through_the_recipe_and_cache(cache):
+    """stable_diffusion.erase: UCE and ESD on the celebrity task, cached by their settings."""
+    import torch
+
+    from sa_utils.erasure.uce import edited_layers
+    from sa_utils.recipes import stable_diffusion
+
+    r = stable_diffusion.recipe("quick")
+    task = stable_diffusion.celebrity_task(r)
+    uce = stable_diffusion.erase(r, task, "uce", progress=False)
+    base = stable_diffusion.pretrained_pipeline(r)
+    name = next(iter(edited_layers(base.unet)))
+    assert not torch.equal(uce.pipeline.unet.get_submodule(name).weight, base.unet.get_submodule(name).weight)
+    assert uce.results["layers"] == len(edited_layers(base.unet))
+    esd = stable_diffusion.erase(r, task, "esd-x", progress=False, iterations=1, num_inference_steps=2)
+    assert len(esd.results["losses"]) == 1 and esd.key != uce.key
+    again = stable_diffusion.erase(r, task, "esd-x", progress=False, iterations=1, num_inference_steps=2)
+    assert again.folder == esd.folder  # read back, not run again
