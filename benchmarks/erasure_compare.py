@@ -33,6 +33,13 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--esd-iterations", type=int, default=200, help="ESD iterations (the authors' default: 200)")
     p.add_argument("--methods", nargs="+", default=["sa", "uce", "esd-x", "esd-u"])
+    p.add_argument(
+        "--relearn",
+        type=int,
+        nargs="*",
+        default=[0, 10, 25, 50],
+        help="relearning attack: the target's rate after these many fine-tuning steps (none: skip)",
+    )
     p.add_argument("--store", action="store_true", help="write benchmarks/results/erasure_compare.json")
     args = p.parse_args(argv)
     r = sd.recipe("quick")
@@ -50,7 +57,8 @@ def main(argv=None) -> dict:
         else:
             extra = {"iterations": args.esd_iterations} if method.startswith("esd") else {}
             run = sd.erase(r, task, method, **extra)
-        seconds[method] = time.perf_counter() - start
+        # an erasure run records its own seconds; SA's: this call's (0 when its run was read from the cache)
+        seconds[method] = run.results["seconds"] if method != "sa" else time.perf_counter() - start
         pipes[method], keys[method] = run.pipeline, run.key  # the key: the run's name in the image cache
     rates = sd.evaluate_task({keys[m]: p_ for m, p_ in pipes.items()}, r, task, detect)
     sizes = sd.set_sizes(r, task)
@@ -81,10 +89,28 @@ def main(argv=None) -> dict:
                 f"{row['seconds']:.0f}",
             ]
         )
-    header = ["method", f"{target}: seen", "paraphrases", "others: lowest", "change", "FD to the world", "s (this run)"]
+    header = [
+        "method",
+        f"{target}: seen",
+        "paraphrases",
+        "others: lowest",
+        "change",
+        "FD to the world",
+        "s (method)",
+    ]
     print(f"| {' | '.join(header)} |\n|{'---|' * len(header)}")
     for row in rows:
         print(f"| {' | '.join(str(c) for c in row)} |")
+    if args.relearn:
+        print(
+            f"\nrelearning attack: {target}'s rate on its seen prompts after N steps of plain fine-tuning on "
+            "images of it drawn by the pretrained model"
+        )
+        print("| method | " + " | ".join(f"N = {n}" for n in args.relearn) + " |\n|" + "---|" * (len(args.relearn) + 1))
+        for m in pipes:
+            curve = sd.relearn(r, task, pipes[m], keys[m], tuple(args.relearn), progress=False)
+            out[m]["relearn"] = {str(k): v for k, v in curve.items()}
+            print(f"| {m} | " + " | ".join(f"{curve[n]:.2f}" for n in args.relearn) + " |")
     res = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine(),

@@ -11,6 +11,7 @@ first time, and a run that was interrupted resumes.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -494,6 +495,46 @@ def erase(r: SDRecipe, task: ForgetTask, method: str, progress: bool = True, **s
     device = default_device()
     pipe = load_pipeline(folder / "pipeline", device, _dtype(r, device, training=False))
     return EraseRun(pipe, folder, method, json.loads((folder / "results.json").read_text()))
+
+
+def relearn(
+    r: SDRecipe,
+    task: ForgetTask,
+    pipe,
+    key: str,
+    checkpoints: tuple[int, ...] = (0, 10, 25, 50),
+    n_images: int = 8,
+    progress: bool = True,
+) -> dict[int, float]:
+    """The relearning attack: fine-tune the erased pipeline ``pipe`` (named ``key``) on about ``n_images``
+    images of the forgotten target (a whole number per prompt), drawn by the pretrained model from the
+    target's seen prompts,
+    with the plain denoising loss (the SA routine with ``lmbda = gamma = 0`` and the recipe's lr and
+    batch), and read the target's rate on its seen prompts after each number of ``checkpoints`` steps:
+    ``{steps: rate}``. How fast the rate comes back says how much of the concept the erasure left in
+    the weights. ``pipe`` itself is not changed; every checkpoint is its own cached run folder."""
+    seen = task.prompt_sets[f"{task.target} | seen"]
+    base = pretrained_pipeline(r)
+    per_prompt = max(1, -(-n_images // len(seen)))
+    concept_dir = image_set(base, r, seen, per_prompt, progress)
+    detector = task_detectors(r, task)[task.target]
+    rates = {}
+    for steps in sorted(set(checkpoints)):
+        if steps == 0:
+            rates[0] = rate(detector, images(pipe, r, seen, key))
+            continue
+        # each checkpoint trains its own copy from the erased weights (cached by its settings)
+        settings = {"pipeline": source_id(r), "from": key, "images": concept_dir.name, "steps": steps}
+        folder = _dir("relearn", settings)
+        attacked = copy.deepcopy(pipe)
+        adapter = adapter_for(attacked, r, "full")
+        cfg = r.sa_config(lmbda=0.0, gamma=0.0, steps=steps, ema_decay=None, grad_accum=1)
+        sd_forget(
+            adapter, seen, concept_dir, None, None, folder, cfg, r.sa_batch, resume=True, source=key, progress=progress
+        )
+        attacked.unet.eval().requires_grad_(False)
+        rates[steps] = rate(detector, images(attacked, r, seen, folder.name))
+    return rates
 
 
 # -- step 5: evaluation ----------------------------------------------------------------------

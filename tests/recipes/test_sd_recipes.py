@@ -199,3 +199,18 @@ def test_other_erasure_methods_run_through_the_recipe_and_cache(cache):
     assert len(esd.results["losses"]) == 1 and esd.key != uce.key
     again = stable_diffusion.erase(r, task, "esd-x", progress=False, iterations=1, num_inference_steps=2)
     assert again.folder == esd.folder  # read back, not run again
+
+
+def test_the_relearning_attack_fine_tunes_a_copy_and_reads_the_rate_per_checkpoint(cache):
+    import torch
+
+    from sa_utils.recipes import stable_diffusion
+
+    r = stable_diffusion.recipe("quick", eval_per_prompt=1)
+    task = stable_diffusion.celebrity_task(r)
+    run = stable_diffusion.erase(r, task, "uce", progress=False)
+    before = {k: v.clone() for k, v in run.pipeline.unet.state_dict().items()}
+    curve = stable_diffusion.relearn(r, task, run.pipeline, run.key, (0, 2), n_images=2, progress=False)
+    assert set(curve) == {0, 2} and all(0.0 <= v <= 1.0 for v in curve.values())
+    assert all(torch.equal(v, before[k]) for k, v in run.pipeline.unet.state_dict().items())  # pipe untouched
+    assert stable_diffusion.relearn(r, task, run.pipeline, run.key, (0, 2), n_images=2, progress=False) == curve
