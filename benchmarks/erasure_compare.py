@@ -34,6 +34,13 @@ def main(argv=None) -> dict:
     p.add_argument("--esd-iterations", type=int, default=200, help="ESD iterations (the authors' default: 200)")
     p.add_argument("--methods", nargs="+", default=["sa", "uce", "esd-x", "esd-u"])
     p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE,...",
+        help="also run a method with other settings, e.g. 'uce:erase_scale=100' or 'esd-x:lr=1e-3' (repeatable)",
+    )
+    p.add_argument(
         "--relearn",
         type=int,
         nargs="*",
@@ -47,7 +54,14 @@ def main(argv=None) -> dict:
     pipe = sd.pretrained_pipeline(r)
     detect = sd.task_detectors(r, task)
     pipes, seconds, keys = {"base": pipe}, {}, {"base": "base"}
-    for method in args.methods:
+    runs = [(m, m, {}) for m in args.methods]
+    for spec in args.variant:
+        method, _, kv = spec.partition(":")
+        settings = {
+            k: float(v) if "." in v or "e" in v else int(v) for k, v in (s.split("=") for s in kv.split(",") if s)
+        }
+        runs.append((spec, method, settings))
+    for label, method, settings in runs:
         start = time.perf_counter()
         if method == "sa":
             replay_dir = sd.replay_set(pipe, r)
@@ -56,10 +70,10 @@ def main(argv=None) -> dict:
             run = sd.forget(r, task, surrogate_dir, replay_dir, fisher, "full")
         else:
             extra = {"iterations": args.esd_iterations} if method.startswith("esd") else {}
-            run = sd.erase(r, task, method, **extra)
+            run = sd.erase(r, task, method, **{**extra, **settings})
         # an erasure run records its own seconds; SA's: this call's (0 when its run was read from the cache)
-        seconds[method] = run.results["seconds"] if method != "sa" else time.perf_counter() - start
-        pipes[method], keys[method] = run.pipeline, run.key  # the key: the run's name in the image cache
+        seconds[label] = run.results["seconds"] if method != "sa" else time.perf_counter() - start
+        pipes[label], keys[label] = run.pipeline, run.key  # the key: the run's name in the image cache
     rates = sd.evaluate_task({keys[m]: p_ for m, p_ in pipes.items()}, r, task, detect)
     sizes = sd.set_sizes(r, task)
     names = [n for n in dict.fromkeys(task.readings.values())]
