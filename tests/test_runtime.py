@@ -49,3 +49,18 @@ def test_setup_says_why_a_gpu_run_is_quick(gpu, capsys):
     assert r.mode == "quick" and "only when asked for" in capsys.readouterr().out
     chapter.setup(mnist_vae.recipe, None)  # Part I: full on a GPU, no such line
     assert "only when asked for" not in capsys.readouterr().out
+
+
+def test_ablation_arms_default_choice_extra_arms_and_unknown_names():
+    import pytest
+
+    from sa_utils import chapter
+
+    assert chapter.ablation_arms(None, ["surrogate only"]) == {"surrogate only": {"lmbda": 0.0, "gamma": 0.0}}
+    arms = chapter.ablation_arms(["surrogate + replay", "mine"], [], extra={"mine": {"lmbda": 50.0}})
+    assert arms == {"surrogate + replay": {"lmbda": 0.0}, "mine": {"lmbda": 50.0}}
+    arms["mine"]["lmbda"] = 1.0  # a copy: the shared table is unchanged
+    assert chapter.ablation_arms(["mine"], [], extra={"mine": {"lmbda": 50.0}})["mine"] == {"lmbda": 50.0}
+    assert chapter.ablation_arms([], ["surrogate only"]) == {}
+    with pytest.raises(ValueError, match=r"unknown arms \['EWC only'\]; choose from \['surrogate only'"):
+        chapter.ablation_arms(["EWC only"], [])

@@ -42,3 +42,25 @@ def table(header, rows):
     head = "".join(f"<th style='{cell}'>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td style='{cell}'>{v}</td>" for v in row) + "</tr>" for row in rows)
     return HTML(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+ABLATION_ARMS: dict[str, dict[str, float]] = {
+    "surrogate only": {"lmbda": 0.0, "gamma": 0.0},
+    "surrogate + EWC": {"gamma": 0.0},
+    "surrogate + replay": {"lmbda": 0.0},
+}
+"""SA with its protecting terms switched off one at a time: the overrides of each ablation arm."""
+
+
+def ablation_arms(
+    chosen: list[str] | None, default: list[str], extra: dict[str, dict] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The overrides of the ablation arms a chapter runs: ``chosen`` (its ``ABLATION`` parameter),
+    or ``default`` when that is None, from :data:`ABLATION_ARMS` and the chapter's ``extra`` arms.
+    An unknown name is refused before anything runs, with the names there are."""
+    arms = {**ABLATION_ARMS, **(extra or {})}
+    names = list(default if chosen is None else chosen)
+    unknown = sorted(set(names) - set(arms))
+    if unknown:
+        raise ValueError(f"ABLATION: unknown arms {unknown}; choose from {list(arms)}")
+    return {name: dict(arms[name]) for name in names}
